@@ -1,0 +1,24 @@
+"""Build of the C core (``noiseshape._core``); all other metadata lives in pyproject.toml."""
+
+import sys
+
+from setuptools import Extension, setup
+
+if sys.platform == "win32":
+    compile_args: list[str] = ["/O2"]
+    link_args: list[str] = []
+else:
+    compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-pthread"]
+    link_args = ["-pthread"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "noiseshape._core",
+            sources=["csrc/module.c", "csrc/kernels.c"],
+            include_dirs=["csrc"],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+    ]
+)

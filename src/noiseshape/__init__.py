@@ -1,0 +1,1 @@
+"""noiseshape: shaped random noise (dropout with a ``noise_shape``) on one counter-based RNG."""

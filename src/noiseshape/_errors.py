@@ -1,0 +1,34 @@
+"""The one error class of noiseshape."""
+
+from __future__ import annotations
+
+__all__ = ["NoiseShapeError", "fail"]
+
+
+class NoiseShapeError(ValueError):
+    """Raised for every invalid argument given to noiseshape.
+
+    The message starts with a header naming the operation, the spec as given and the input shape,
+    then states the precise fact that is wrong and how to fix it.
+    """
+
+
+def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseShapeError:
+    """Build a :class:`NoiseShapeError` with the standard header.
+
+    ``op`` names the operation (``"dropout"``), ``spec`` the arguments as the user gave them
+    (``"noise_shape=(None, 1)"``), ``shape`` the input shape; ``fact`` says what is wrong and the fix.
+    """
+    header = op
+    if spec:
+        header += f"({spec})"
+    if shape is not None:
+        header += f" on input of shape {_fmt_shape(shape)}"
+    return NoiseShapeError(f"{header}:\n  {fact}")
+
+
+def _fmt_shape(shape) -> str:
+    dims = [str(d) for d in shape]
+    if len(dims) == 1:
+        return f"({dims[0]},)"
+    return "(" + ", ".join(dims) + ")"
