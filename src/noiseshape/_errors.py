@@ -12,6 +12,8 @@ class NoiseShapeError(ValueError):
     then states the precise fact that is wrong and how to fix it.
     """
 
+    __module__ = "noiseshape"
+
 
 def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseShapeError:
     """Build a :class:`NoiseShapeError` with the standard header.

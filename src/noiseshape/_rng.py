@@ -23,13 +23,13 @@ __all__ = [
     "PHILOX_M1",
     "PHILOX_W0",
     "PHILOX_W1",
+    "block_words",
+    "keep_flags",
+    "keep_scale",
+    "lanes",
+    "normals",
     "philox4x32",
     "threshold",
-    "keep_scale",
-    "block_words",
-    "lanes",
-    "keep_flags",
-    "normals",
 ]
 
 PHILOX_M0 = 0xD2511F53
@@ -55,20 +55,15 @@ def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
     from ._errors import NoiseShapeError
 
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
-        raise NoiseShapeError(
-            f"philox4x32: rounds is {rounds!r}; give a non-negative integer (10 is the standard)"
-        )
+        raise NoiseShapeError(f"philox4x32: rounds is {rounds!r}; give a non-negative integer (10 is the standard)")
     c = np.asarray(counter)
     k = np.asarray(key)
     for name, arr, width in (("counter", c, 4), ("key", k, 2)):
         if arr.ndim == 0 or arr.shape[-1] != width:
-            raise NoiseShapeError(
-                f"philox4x32: {name} has shape {arr.shape}; its last axis must have {width} words"
-            )
+            raise NoiseShapeError(f"philox4x32: {name} has shape {arr.shape}; its last axis must have {width} words")
         if arr.dtype.kind not in "ui" or (arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF)):
             raise NoiseShapeError(
-                f"philox4x32: {name} must hold unsigned 32-bit words (dtype {arr.dtype}); "
-                f"pass a uint32 array"
+                f"philox4x32: {name} must hold unsigned 32-bit words (dtype {arr.dtype}); pass a uint32 array"
             )
     shape = np.broadcast_shapes(c.shape[:-1], k.shape[:-1])
     c = np.broadcast_to(c, (*shape, 4)).astype(np.uint64)
@@ -143,7 +138,10 @@ def block_words(seed: int, stream: int, first_block: int, count: int, rounds: in
 
 
 def lanes(seed: int, stream: int, j0: int, n: int) -> np.ndarray:
-    """The 16-bit lanes of elements ``j0 .. j0 + n - 1`` as ``uint16`` (element ``j``: lane ``j % 8`` of block ``j // 8``)."""
+    """The 16-bit lanes of elements ``j0 .. j0 + n - 1`` as ``uint16``.
+
+    Element ``j`` reads lane ``j % 8`` of block ``j // 8``.
+    """
     if n == 0:
         return np.zeros(0, np.uint16)
     b0, b1 = j0 // 8, (j0 + n - 1) // 8

@@ -1,0 +1,299 @@
+"""Noise shapes and rates: validation and resolution. Pure Python, no framework import.
+
+A *noise shape* has one entry per input axis: ``None`` (an independent draw along this axis, whatever
+its size at run time), ``1`` (one draw shared along this axis) or the axis' size. ``...`` may stand
+once for all remaining axes. ``broadcast_dims`` is the other spelling: the axes that share a draw.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from ._errors import fail
+
+__all__ = ["NoiseSpec", "check_rate", "check_u64", "collapse", "resolve", "resolve_noise_shape"]
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A noise shape resolved against an input shape.
+
+    ``shape`` is the reduced shape ``R`` the mask is drawn at (sizes may be symbolic);
+    ``shared[i]`` is true where the user asked for one draw along axis ``i`` (a literal ``1`` in
+    ``noise_shape`` or ``i`` in ``broadcast_dims``); ``input_shape`` is the shape it was resolved for.
+    """
+
+    input_shape: tuple
+    shape: tuple
+    shared: tuple
+
+    @property
+    def batch_shared(self) -> bool:
+        """Whether axis 0 shares one draw by request (then ``batch_offset`` changes nothing)."""
+        return not self.shape or self.shared[0]
+
+    @property
+    def full(self) -> bool:
+        """Whether the mask has the input's shape (an independent draw per element)."""
+        return all(not s or n == 1 for s, n in zip(self.shared, self.input_shape))
+
+    def first_index(self, batch_offset: int = 0):
+        """Global index ``j`` of this array's first mask element: ``batch_offset * prod(R[1:])``."""
+        if self.batch_shared or not batch_offset:
+            return 0
+        return batch_offset * math.prod(self.shape[1:])
+
+
+def _fmt(value) -> str:
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_fmt(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if _is_plain_int(value):
+        return str(int(value))
+    return str(value) if _is_symbolic(value) else repr(value)
+
+
+def _is_plain_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_symbolic(value) -> bool:
+    return type(value).__name__ in ("SymInt", "SymFloat")
+
+
+def _is_int(value) -> bool:
+    return _is_plain_int(value) or _is_symbolic(value)
+
+
+def _spec_text(noise_shape, broadcast_dims) -> str:
+    parts = []
+    if noise_shape is not None:
+        parts.append(f"noise_shape={_fmt(noise_shape)}")
+    if broadcast_dims is not None:
+        parts.append(f"broadcast_dims={_fmt(broadcast_dims)}")
+    return ", ".join(parts)
+
+
+def _as_sequence(value, name, op, shape, spec):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        example = "(None, 1, None)" if name == "noise_shape" else "(1,)"
+        raise fail(
+            op,
+            f"{name} is {value!r}; give a tuple with "
+            + ("one entry per input axis" if name == "noise_shape" else "the axes that share a draw")
+            + f", e.g. {name}={example}",
+            shape=shape,
+            spec=spec,
+        )
+    return list(value)
+
+
+def resolve(input_shape, noise_shape=None, broadcast_dims=None, *, op: str = "resolve_noise_shape") -> NoiseSpec:
+    """Resolve ``noise_shape`` or ``broadcast_dims`` against ``input_shape``.
+
+    Sizes of ``input_shape`` are passed through untouched where the spec does not constrain them,
+    so symbolic sizes (``torch.SymInt``) are never forced to concrete integers.
+    """
+    input_shape = tuple(input_shape)
+    ndim = len(input_shape)
+    spec = _spec_text(noise_shape, broadcast_dims)
+    if noise_shape is not None and broadcast_dims is not None:
+        raise fail(
+            op,
+            "noise_shape and broadcast_dims both given; they are two spellings of the same thing, "
+            "give only one (noise_shape=(None, 1) is broadcast_dims=(1,))",
+            shape=input_shape,
+            spec=spec,
+        )
+    if broadcast_dims is not None:
+        return _resolve_broadcast_dims(input_shape, broadcast_dims, op, spec)
+    if noise_shape is None:
+        return NoiseSpec(input_shape, input_shape, (False,) * ndim)
+
+    entries = _as_sequence(noise_shape, "noise_shape", op, input_shape, spec)
+    n_ellipsis = sum(1 for e in entries if e is Ellipsis)
+    if n_ellipsis > 1:
+        raise fail(
+            op,
+            f"noise_shape has {n_ellipsis} ellipses; '...' may stand only once (for all remaining axes)",
+            shape=input_shape,
+            spec=spec,
+        )
+    explicit = len(entries) - n_ellipsis
+    if (n_ellipsis and explicit > ndim) or (not n_ellipsis and explicit != ndim):
+        example = _fmt(tuple([None] + [1] * (ndim - 1))) if ndim else "()"
+        raise fail(
+            op,
+            f"noise_shape has {explicit} entr{'y' if explicit == 1 else 'ies'} but the input has {ndim} "
+            f"ax{'is' if ndim == 1 else 'es'} (input shape {_fmt(input_shape)}); give one entry per axis, "
+            f"e.g. {example}, or write '...' for the axes you leave independent",
+            shape=input_shape,
+            spec=spec,
+        )
+    if n_ellipsis:
+        at = entries.index(Ellipsis)
+        entries = entries[:at] + [None] * (ndim - explicit) + entries[at + 1 :]
+
+    reduced = []
+    shared = []
+    for axis, (entry, size) in enumerate(zip(entries, input_shape)):
+        if entry is None:
+            reduced.append(size)
+            shared.append(False)
+            continue
+        where = f"noise_shape[{axis}] is {_fmt(entry)}"
+        if isinstance(entry, bool) or not _is_int(entry):
+            if isinstance(entry, float) and entry.is_integer():
+                fix = f"use the integer {int(entry)}"
+            else:
+                fix = "use None (same as the input), 1 (share one draw along this axis) or the axis size"
+            raise fail(
+                op,
+                f"{where} ({type(entry).__name__}); each entry must be None, 1 or the axis size: {fix}",
+                shape=input_shape,
+                spec=spec,
+            )
+        if entry == 1:
+            reduced.append(1)
+            shared.append(True)
+        elif entry == size:
+            reduced.append(size)
+            shared.append(False)
+        elif entry < 0:
+            raise fail(
+                op,
+                f"{where}; sizes cannot be negative: use None for the input's size whatever it is at "
+                "run time, or 1 to share one draw along this axis",
+                shape=input_shape,
+                spec=spec,
+            )
+        else:
+            raise fail(
+                op,
+                f"{where} but input axis {axis} has size {size} (input shape {_fmt(input_shape)}); "
+                f"use {size}, None (same as the input) or 1 (share one draw along this axis)",
+                shape=input_shape,
+                spec=spec,
+            )
+    return NoiseSpec(input_shape, tuple(reduced), tuple(shared))
+
+
+def _resolve_broadcast_dims(input_shape, broadcast_dims, op, spec) -> NoiseSpec:
+    ndim = len(input_shape)
+    if _is_plain_int(broadcast_dims):
+        broadcast_dims = (broadcast_dims,)
+    dims = _as_sequence(broadcast_dims, "broadcast_dims", op, input_shape, spec)
+    seen = {}
+    for pos, d in enumerate(dims):
+        if isinstance(d, bool) or not _is_plain_int(d):
+            raise fail(
+                op,
+                f"broadcast_dims[{pos}] is {d!r} ({type(d).__name__}); give integer axes",
+                shape=input_shape,
+                spec=spec,
+            )
+        d = int(d)
+        if not -ndim <= d < ndim:
+            raise fail(
+                op,
+                f"broadcast_dims[{pos}] is {d} but the input has {ndim} ax{'is' if ndim == 1 else 'es'} "
+                f"(input shape {_fmt(input_shape)}); valid axes are {-ndim}..{ndim - 1}",
+                shape=input_shape,
+                spec=spec,
+            )
+        axis = d % ndim
+        if axis in seen:
+            raise fail(
+                op,
+                f"broadcast_dims names axis {axis} twice (entries {seen[axis]} and {pos}); list each axis once",
+                shape=input_shape,
+                spec=spec,
+            )
+        seen[axis] = pos
+    reduced = tuple(1 if i in seen else s for i, s in enumerate(input_shape))
+    shared = tuple(i in seen for i in range(ndim))
+    return NoiseSpec(input_shape, reduced, shared)
+
+
+def resolve_noise_shape(input_shape, noise_shape=None, *, broadcast_dims=None) -> tuple:
+    """The reduced shape a mask is drawn at, for an input of shape ``input_shape``.
+
+    >>> resolve_noise_shape((2, 3, 4), (None, 1, 4))
+    (2, 1, 4)
+    >>> resolve_noise_shape((2, 3, 4), broadcast_dims=(1,))
+    (2, 1, 4)
+    >>> resolve_noise_shape((8, 64, 50, 1), (None, 1, ...))
+    (8, 1, 50, 1)
+    >>> resolve_noise_shape((8, 64, 50, 1), (None, 32, 1, 1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    noiseshape.NoiseShapeError: resolve_noise_shape(noise_shape=(None, 32, 1, 1)) on input of shape (8, 64, 50, 1):
+      noise_shape[1] is 32 but input axis 1 has size 64 (input shape (8, 64, 50, 1)); use 64, None ...
+    """
+    return resolve(input_shape, noise_shape, broadcast_dims).shape
+
+
+def check_rate(rate, *, op: str, name: str = "rate", shape=None, spec: str | None = None) -> float:
+    """Validate a probability in [0, 1] and return it as a float."""
+    if isinstance(rate, bool) or type(rate).__name__ == "bool_" or not isinstance(rate, numbers.Real):
+        raise fail(
+            op,
+            f"{name} is {rate!r} ({type(rate).__name__}); give a real number in [0, 1], "
+            "the probability of dropping an element",
+            shape=shape,
+            spec=spec,
+        )
+    value = float(rate)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        hint = f"; if you meant {value:g}%, use {value / 100:g}" if 1.0 < value <= 100.0 else ""
+        raise fail(
+            op,
+            f"{name} is {value!r}; it is the probability of dropping an element and must lie in [0, 1]{hint}",
+            shape=shape,
+            spec=spec,
+        )
+    return value
+
+
+def check_u64(value, *, name: str, op: str, shape=None, spec: str | None = None) -> int:
+    """Validate an integer in [0, 2**64) (a seed, a stream, an offset) and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise fail(
+            op,
+            f"{name} is {value!r} ({type(value).__name__}); give an integer in [0, 2**64)",
+            shape=shape,
+            spec=spec,
+        )
+    value = int(value)
+    if not 0 <= value < 1 << 64:
+        raise fail(op, f"{name} is {value}; give an integer in [0, 2**64)", shape=shape, spec=spec)
+    return value
+
+
+def collapse(shape, *strides):
+    """Merge adjacent axes that every stride set walks contiguously; drop axes of size 1.
+
+    ``strides`` are per-axis element strides. Returns ``(shape, strides...)`` as tuples; an empty
+    shape means a single element.
+
+    >>> collapse((4, 5, 6), (30, 6, 1), (6, 0, 1))
+    ((4, 5, 6), (30, 6, 1), (6, 0, 1))
+    >>> collapse((4, 5, 6), (30, 6, 1), (0, 0, 1))
+    ((20, 6), (6, 1), (0, 1))
+    """
+    axes = [(n, [s[i] for s in strides]) for i, n in enumerate(shape) if n != 1]
+    merged: list = []
+    for n, st in axes:
+        if merged:
+            pn, pst = merged[-1]
+            if all(p == q * n for p, q in zip(pst, st)):
+                merged[-1] = (pn * n, st)
+                continue
+        merged.append((n, st))
+    out_shape = tuple(n for n, _ in merged)
+    out_strides = tuple(tuple(st[k] for _, st in merged) for k in range(len(strides)))
+    return (out_shape, *out_strides)

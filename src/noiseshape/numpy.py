@@ -1,0 +1,161 @@
+"""NumPy frontend: shaped dropout on NumPy arrays, served by the C core.
+
+NumPy has no global random generator to borrow a seed from, so every call takes an explicit
+``seed`` (an integer, or a :class:`numpy.random.Generator` to draw one from).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _rng
+from ._errors import fail
+from ._spec import _spec_text, check_rate, check_u64, collapse, resolve
+from ._threads import get_num_threads
+
+__all__ = ["dropout", "keep_mask"]
+
+_DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+
+
+def _seed(seed, op, shape, spec) -> int:
+    if seed is None:
+        raise fail(
+            op,
+            "seed is required: NumPy has no global generator to draw one from; pass seed=<int> "
+            "(e.g. seed=0), or seed=np.random.default_rng() to draw a fresh one",
+            shape=shape,
+            spec=spec,
+        )
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 1 << 64, dtype=np.uint64))
+    return check_u64(seed, name="seed", op=op, shape=shape, spec=spec)
+
+
+def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset):
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed = _seed(seed, op, shape, spec_text)
+    stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
+    batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
+    return rate, spec, seed, stream, batch_offset
+
+
+def _reduced_mask(spec, seed, stream, batch_offset, t) -> np.ndarray:
+    from . import _core
+
+    mask = np.empty(spec.shape, dtype=np.uint8)
+    _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, spec.first_index(batch_offset), t, get_num_threads())
+    return mask
+
+
+def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, stream=0, batch_offset=0):
+    """The reduced keep mask (``bool``, drawn at the noise shape) that :func:`dropout` applies.
+
+    >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
+    >>> m.shape, m.dtype
+    ((2, 1, 4), dtype('bool'))
+    >>> bool((keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0) == m).all())   # a pure function of the seed
+    True
+    """
+    op = "noiseshape.numpy.keep_mask"
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers") from None
+    if any(s < 0 for s in shape):
+        raise fail(op, f"shape is {shape!r}; sizes cannot be negative")
+    rate, spec, seed, stream, batch_offset = _prepare(
+        op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    )
+    return _reduced_mask(spec, seed, stream, batch_offset, _rng.threshold(rate)).view(bool)
+
+
+def dropout(
+    x,
+    rate,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    seed=None,
+    stream=0,
+    batch_offset=0,
+    training=True,
+):
+    """Dropout with a Keras ``noise_shape`` (or Flax ``broadcast_dims``) on a NumPy array.
+
+    Each element of the mask drawn at the noise shape is kept with probability ``1 - rate`` and
+    broadcast over the axes of size 1; kept values are scaled by the inverse of the realised keep
+    probability, dropped values become exactly 0 (also ``nan`` and ``inf``). ``batch_offset`` is the
+    global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks.
+    With ``training=False`` or ``rate == 0`` the input is returned unchanged.
+
+    >>> import numpy as np
+    >>> x = np.ones((2, 3, 4), np.float32)
+    >>> y = dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0)
+    >>> sorted(set(y.ravel().tolist()))          # kept values are scaled by 1 / 0.5
+    [0.0, 2.0]
+    >>> bool((y == y[:, :1, :]).all())           # the same features are dropped at every step
+    True
+    >>> whole = dropout(x, 0.5, (None, 1, 4), seed=0)
+    >>> part = dropout(x[1:], 0.5, (None, 1, 4), seed=0, batch_offset=1)
+    >>> bool((part == whole[1:]).all())          # micro-batches reproduce the whole batch
+    True
+    """
+    op = "noiseshape.numpy.dropout"
+    arr = np.asarray(x)
+    name = arr.dtype.name
+    if name not in _DTYPE_CODES:
+        raise fail(
+            op,
+            f"x has dtype {name}; dropout needs floating-point values (float16, bfloat16, float32 or "
+            f"float64): convert with x.astype(np.float32)",
+            shape=arr.shape,
+            spec=_spec_text(noise_shape, broadcast_dims),
+        )
+    rate, spec, seed, stream, batch_offset = _prepare(
+        op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    )
+    if not training or rate == 0.0:
+        return x if isinstance(x, np.ndarray) else arr
+    t = _rng.threshold(rate)
+    if t == 0:
+        return np.zeros_like(arr)
+    from . import _core
+
+    code = _DTYPE_CODES[name]
+    scale = _rng.keep_scale(t)
+    y = np.empty(arr.shape, dtype=arr.dtype)
+    if y.size == 0:
+        return y
+    threads = get_num_threads()
+    if spec.full:
+        src = np.ascontiguousarray(arr)
+        _core.dropout(
+            code,
+            src.ctypes.data,
+            y.ctypes.data,
+            y.size,
+            seed,
+            stream,
+            spec.first_index(batch_offset),
+            t,
+            scale,
+            0,
+            threads,
+        )
+        return y
+    mask = _reduced_mask(spec, seed, stream, batch_offset, t)
+    item = arr.itemsize
+    if any(s % item for s in arr.strides):  # a view that is not aligned to its items
+        arr = np.ascontiguousarray(arr)
+    mask_strides = np.broadcast_to(mask, arr.shape).strides
+    shape, xs, ys, ms = collapse(
+        arr.shape,
+        tuple(s // item for s in arr.strides),
+        tuple(s // item for s in y.strides),
+        mask_strides,
+    )
+    _core.apply_mask(code, arr.ctypes.data, y.ctypes.data, mask.ctypes.data, shape, xs, ys, ms, scale, threads)
+    return y
