@@ -1,0 +1,141 @@
+"""CPU benchmark: noiseshape against the floor ``x * scale`` and its peers, medians from one run.
+
+Run it with ``noiseshape bench`` or ``python benchmarks/cpu.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+__all__ = ["Row", "main", "measure", "run"]
+
+
+class Row(dict):
+    """One benchmark result: ``name``, ``median_ms`` and ``ratio`` (to the floor of its group)."""
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _cases(shape, rate):
+    """Yield (group, name, setup) where setup() returns the callable to time; the first of a group is its floor."""
+    import numpy as np
+
+    from . import numpy as nsn
+
+    keep = 1.0 - rate
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    shaped = (None, 1, ...) if len(shape) >= 2 else None
+    yield "forward", "floor: x * 2.0 (NumPy)", lambda: lambda: x * 2.0
+    yield "forward", "noiseshape.numpy.dropout", lambda: lambda: nsn.dropout(x, rate, seed=1)
+    yield (
+        "forward",
+        f"noiseshape.numpy.dropout noise_shape={shaped}",
+        lambda: lambda: nsn.dropout(x, rate, shaped, seed=1),
+    )
+    yield (
+        "forward",
+        "NumPy x * (rng.random(shape) < keep) / keep",
+        lambda: lambda: x * (rng.random(x.shape, dtype=np.float32) < keep) / np.float32(keep),
+    )
+    try:
+        import torch
+    except ImportError:
+        return
+    t = torch.from_numpy(x)
+    yield "forward", "torch.nn.functional.dropout", lambda: lambda: torch.nn.functional.dropout(t, rate)
+    try:
+        from .torch import _bench_cases
+    except ImportError:
+        return
+    yield from _bench_cases(x, rate)
+
+
+def run(shape=(64, 128, 512), rate=0.1, repeats=30, progress: Callable[[str], None] | None = None) -> list[Row]:
+    """Measure every case and return the rows, each with its ratio to its group's floor."""
+    rows: list[Row] = []
+    floors: dict[str, float] = {}
+    for group, name, setup in _cases(shape, rate):
+        if progress:
+            progress(name)
+        ms = measure(setup(), repeats)
+        floors.setdefault(group, ms)
+        rows.append(Row(group=group, name=name, median_ms=ms, ratio=ms / floors[group]))
+    return rows
+
+
+def machine() -> str:
+    """A short description of this machine: processor, cores, Python and library versions."""
+    import numpy as np
+
+    from . import _core
+    from ._threads import get_num_threads
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores", f"{get_num_threads()} threads", f"isa {_core.isa()}"]
+    parts += [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| group | case | median ms | x floor |", "|---|---|---:|---:|"]
+    lines += [f"| {r['group']} | {r['name']} | {r['median_ms']:.3f} | {r['ratio']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="noiseshape bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="64,128,512", help="input shape, comma separated (default 64,128,512)")
+    parser.add_argument("--rate", type=float, default=0.1, help="drop rate (default 0.1)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (default 30)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    try:
+        shape = tuple(int(s) for s in args.shape.split(","))
+    except ValueError:
+        parser.error(f"--shape is {args.shape!r}; give sizes separated by commas, e.g. 64,128,512")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    def progress(name: str) -> None:
+        if not args.quiet:
+            print(f"  measuring {name} ...", file=sys.stderr, flush=True)
+
+    rows = run(shape, args.rate, args.repeats, progress)
+    print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
+    print(f"machine: {machine()}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": shape, "rate": args.rate, "machine": machine(), "rows": rows}, f, indent=2)
+    return 0
