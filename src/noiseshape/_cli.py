@@ -19,30 +19,77 @@ noise_shape=(None, 1, 4) draws one feature mask per sample, shared by every time
 {mask}
 >>> ns.numpy.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0)
 {output}
+
+For any other shape: noiseshape explain 2,3,4 --noise-shape None,1,4
 """
 
 
 def _demo() -> str:
     import numpy as np
 
-    from . import numpy as nsn
-    from ._spec import resolve_noise_shape
+    from . import _rng
+    from ._spec import resolve
 
     x = np.arange(1, 25, dtype=np.float32).reshape(2, 3, 4)
-    return _DEMO.format(
-        reduced=resolve_noise_shape(x.shape, (None, 1, 4)),
-        mask=nsn.keep_mask(x.shape, 0.5, (None, 1, 4), seed=0).astype(int),
-        output=nsn.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0),
-    )
+    spec = resolve(x.shape, (None, 1, 4))
+    try:
+        from . import numpy as nsn
+
+        mask = nsn.keep_mask(x.shape, 0.5, (None, 1, 4), seed=0)
+        output = nsn.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0)
+    except ImportError:  # the compiled core is not built: the reference draws the same mask
+        t = _rng.threshold(0.5)
+        mask = _rng.keep_flags(spec.shape, 0, 0, t)
+        output = np.where(mask, x * np.float32(_rng.keep_scale(t)), np.float32(0))
+    return _DEMO.format(reduced=spec.shape, mask=mask.astype(int), output=output)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _bench(rest: list[str]) -> int:
+    try:
+        from . import _bench
+    except ImportError as err:
+        sys.stderr.write(f"noiseshape bench is not available: {err}\n")
+        return 1
+    return _bench.main(rest)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import _explain
+
     parser = argparse.ArgumentParser(
         prog="noiseshape", description="Shaped dropout masks: what a noise_shape means, drawn."
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print the classic (batch, timesteps, features) example (the default)")
-    args = parser.parse_args(argv)
+    explain = sub.add_parser(
+        "explain",
+        help="explain a noise_shape or broadcast_dims for one input shape, in pictures and words",
+        description="Show the input, the reduced mask, the broadcast mask and the output for an input shape, "
+        "say in words what the spec means, and print its equivalent spellings.",
+        epilog="examples:\n  noiseshape explain 2,3,4 --noise-shape 2,1,4 --rate 0.5 --seed 0\n"
+        "  noiseshape explain 32,64,50,1 --noise-shape None,64,1,1\n"
+        "  noiseshape explain 8,20,16 --broadcast-dims 1 --axes batch,timesteps,features",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _explain.add_arguments(explain)
+    sub.add_parser("bench", help="benchmark the backends (arguments are passed on)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: usage errors exit with status 2, --help with 0
+        return exit_.code if isinstance(exit_.code, int) else 2
     if args.command in (None, "demo"):
         sys.stdout.write(_demo())
+        return 0
+    if args.command == "explain":
+        from . import _explain
+
+        return _explain.run(args, sys.stdout, sys.stderr)
     return 0
