@@ -302,6 +302,7 @@ def test_usage_errors_exit_2(capsys):
 
 def test_plot_png(capsys, tmp_path):
     import matplotlib  # noqa: F401  (the plot extra; installed in CI)
+
     path = tmp_path / "mask.png"
     code, out, _ = run(capsys, "2,3,4", "--noise-shape", "None,1,4", "--plot", str(path))
     assert code == 0
@@ -312,6 +313,7 @@ def test_plot_png(capsys, tmp_path):
 
 def test_plot_svg_has_a_panel_per_sample_and_labels(capsys, tmp_path):
     import matplotlib  # noqa: F401  (the plot extra; installed in CI)
+
     path = tmp_path / "mask.svg"
     code, _, _ = run(
         capsys, "3,2,5", "--broadcast-dims", "1", "--axes", "batch,timesteps,features", "--plot", str(path)
@@ -326,6 +328,7 @@ def test_plot_svg_has_a_panel_per_sample_and_labels(capsys, tmp_path):
 
 def test_plot_json_reports_the_file(capsys, tmp_path):
     import matplotlib  # noqa: F401  (the plot extra; installed in CI)
+
     path = tmp_path / "m.png"
     _, out, _ = run(capsys, "2,3", "--json", "--plot", str(path))
     assert json.loads(out)["plot"] == str(path) and path.exists()
@@ -348,6 +351,7 @@ def test_plot_without_matplotlib_gives_a_hint(capsys, tmp_path, monkeypatch):
 
 def test_plot_to_an_unwritable_place(capsys, tmp_path):
     import matplotlib  # noqa: F401  (the plot extra; installed in CI)
+
     code, _, err = run(capsys, "2,3", "--plot", str(tmp_path / "missing" / "m.png"))
     assert code == 1
     assert "cannot write" in err and "Traceback" not in err

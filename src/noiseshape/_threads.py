@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from ._errors import NoiseShapeError
@@ -35,6 +36,11 @@ def get_num_threads() -> int:
     env = _from_env()
     if env is not None:
         return env
+    return _default_threads()
+
+
+@functools.cache
+def _default_threads() -> int:
     from . import _core
 
     return _core.default_threads()

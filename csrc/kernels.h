@@ -1,0 +1,77 @@
+/*
+ * noiseshape C kernels: Philox4x32-10 mask generation and dropout application.
+ *
+ * Everything here is plain C with no Python dependency; module.c wraps it.  All
+ * entry points take an ISA index (NS_ISA_*) chosen by the caller, validate
+ * nothing (the wrapper does), and split their work over `nthreads` POSIX
+ * threads (nthreads <= 0 means ns_default_threads()).  Results never depend on
+ * the ISA or the thread count.
+ *
+ * Contract summary (see src/noiseshape/_rng.py for the reference):
+ *   key     = (seed & 0xffffffff, seed >> 32)
+ *   counter = (b & 0xffffffff, b >> 32, stream & 0xffffffff, stream >> 32)
+ *   element j reads 16-bit lane j % 8 of block j / 8 and is kept iff lane < t;
+ *   normal variate j reads word pair (j % 2) of block j / 2.
+ */
+#ifndef NOISESHAPE_KERNELS_H
+#define NOISESHAPE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Instruction-set paths, in increasing order of preference. */
+enum { NS_ISA_SCALAR = 0, NS_ISA_AVX2 = 1, NS_ISA_AVX512 = 2, NS_ISA_COUNT = 3 };
+
+/* Element types of the dropout kernels. */
+enum { NS_F32 = 0, NS_F64 = 1, NS_F16 = 2, NS_BF16 = 3, NS_DTYPE_COUNT = 4 };
+
+/* Largest number of axes apply_mask accepts. */
+#define NS_MAX_DIMS 64
+
+/* Name of an ISA index ("scalar", "avx2", "avx512"). */
+const char *ns_isa_name(int isa);
+
+/* 1 if this build and this CPU can run the path, else 0. */
+int ns_isa_available(int isa);
+
+/* The best available path. */
+int ns_best_isa(void);
+
+/* CPUs this process may run on (affinity mask when available), at least 1. */
+int ns_default_threads(void);
+
+/* Size in bytes of one element of a dtype code (0 for an invalid code). */
+size_t ns_dtype_size(int dtype);
+
+/* The n 16-bit lanes of elements j0 .. j0 + n - 1. */
+void ns_lanes(int isa, uint16_t *out, size_t n, uint64_t seed, uint64_t stream, uint64_t j0, int nthreads);
+
+/* Keep flags (1 = keep) of elements j0 .. j0 + n - 1 as bytes; 0 <= t <= 65536. */
+void ns_keep_mask(int isa, uint8_t *out, size_t n, uint64_t seed, uint64_t stream, uint64_t j0, uint32_t t,
+                  int nthreads);
+
+/* Bit-packed keep flags: ceil(n / 8) bytes, element i is bit i % 8 of byte i / 8, padding bits 0. */
+void ns_pack_mask(int isa, uint8_t *out, size_t n, uint64_t seed, uint64_t stream, uint64_t j0, uint32_t t,
+                  int nthreads);
+
+/* y[i] = keep(j0 + i) ? x[i] * scale : 0 for a contiguous array; y may equal x.
+ * When bits is not NULL the packed keep mask is written there as well. */
+void ns_dropout(int isa, int dtype, const void *x, void *y, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
+                uint32_t t, double scale, uint8_t *bits, int nthreads);
+
+/* y[i] = bit i of bits ? x[i] * scale : 0 (contiguous; y may equal x). */
+void ns_apply_bits(int isa, int dtype, const void *x, void *y, const uint8_t *bits, size_t n, double scale,
+                   int nthreads);
+
+/* Strided broadcast select-multiply: y[idx] = mask[idx] ? x[idx] * scale : 0.
+ * Strides are in elements and may be zero or negative; ndim <= NS_MAX_DIMS
+ * (ndim 0 is a single element). */
+void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *mask, int ndim, const int64_t *shape,
+                   const int64_t *x_strides, const int64_t *y_strides, const int64_t *m_strides, double scale,
+                   int nthreads);
+
+/* Standard normal variates j0 .. j0 + n - 1 (Box-Muller); out_dtype NS_F32 or NS_F64. */
+void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
+               int nthreads);
+
+#endif /* NOISESHAPE_KERNELS_H */

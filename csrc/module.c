@@ -1,0 +1,374 @@
+/*
+ * noiseshape._core: the CPython binding of the C kernels (kernels.h).
+ *
+ * Buffers are passed as raw addresses (Python ints) together with element
+ * counts; the caller owns the memory and guarantees its size.  This layer
+ * checks every scalar argument, releases the GIL around the kernels and maps
+ * invalid arguments to ValueError.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+/* The active ISA path (an NS_ISA_* index); changed only while holding the GIL. */
+static int active_isa = NS_ISA_SCALAR;
+
+/* ------------------------------------------------------------------------- */
+/* Argument helpers                                                           */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *available_names(void) {
+    PyObject *tup = PyTuple_New(0);
+    for (int i = 0; tup && i < NS_ISA_COUNT; i++) {
+        if (!ns_isa_available(i)) continue;
+        PyObject *name = PyUnicode_FromString(ns_isa_name(i));
+        if (!name || _PyTuple_Resize(&tup, PyTuple_GET_SIZE(tup) + 1) < 0) {
+            Py_XDECREF(name);
+            Py_XDECREF(tup);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tup, PyTuple_GET_SIZE(tup) - 1, name);
+    }
+    return tup;
+}
+
+/* Index of an ISA name, "auto" -> best; -1 if unknown or unavailable. */
+static int isa_from_name(const char *name) {
+    if (strcmp(name, "auto") == 0) return ns_best_isa();
+    for (int i = 0; i < NS_ISA_COUNT; i++)
+        if (strcmp(name, ns_isa_name(i)) == 0) return ns_isa_available(i) ? i : -1;
+    return -1;
+}
+
+static int check_n(long long n, const char *what) {
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "%s: n is %lld; it cannot be negative", what, n);
+        return -1;
+    }
+    if ((unsigned long long)n > (unsigned long long)PY_SSIZE_T_MAX / 8) {
+        PyErr_Format(PyExc_ValueError, "%s: n is %lld; too large", what, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* Element indices j0 .. j0 + n - 1 must stay below 2^64. */
+static int check_range(unsigned long long j0, long long n, const char *what) {
+    if (n > 0 && j0 > UINT64_MAX - (uint64_t)(n - 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: j0 + n exceeds 2**64 (j0=%llu, n=%lld)", what, j0, n);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_t(long long t, const char *what) {
+    if (t < 0 || t > 65536) {
+        PyErr_Format(PyExc_ValueError, "%s: threshold t is %lld; it must be in [0, 65536]", what, t);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_dtype(int dtype, const char *what) {
+    if (ns_dtype_size(dtype) == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: dtype code is %d; use 0 (float32), 1 (float64), 2 (float16) or 3 (bfloat16)", what, dtype);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_ptr(unsigned long long p, long long n, const char *name, const char *what) {
+    if (n > 0 && p == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %s is a null pointer", what, name);
+        return -1;
+    }
+    return 0;
+}
+
+static int clamp_threads(long long nthreads) {
+    if (nthreads <= 0) return 0;
+    return nthreads > 4096 ? 4096 : (int)nthreads;
+}
+
+/* Reads a sequence of ints into out[0 .. *len); returns -1 with an exception set. */
+static int read_int64s(PyObject *seq, int64_t *out, Py_ssize_t *len, const char *name, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, "");
+    if (!fast) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be a tuple of ints", what, name);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > NS_MAX_DIMS) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "%s: %s has %zd entries; at most %d axes are supported", what, name, n,
+                     NS_MAX_DIMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        long long v = PyLong_AsLongLong(item);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s: %s[%zd] is not an int64", what, name, i);
+            return -1;
+        }
+        out[i] = (int64_t)v;
+    }
+    Py_DECREF(fast);
+    *len = n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* ISA and threads                                                            */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *py_isa(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyUnicode_FromString(ns_isa_name(active_isa));
+}
+
+static PyObject *py_available_isas(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return available_names();
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s:set_isa", &name)) return NULL;
+    int isa = isa_from_name(name);
+    if (isa < 0) {
+        PyObject *avail = available_names();
+        if (avail) {
+            PyErr_Format(PyExc_ValueError, "set_isa: %R is not available here; choose 'auto' or one of %R",
+                         PyTuple_GET_ITEM(args, 0), avail);
+            Py_DECREF(avail);
+        }
+        return NULL;
+    }
+    active_isa = isa;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_default_threads(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyLong_FromLong(ns_default_threads());
+}
+
+/* ------------------------------------------------------------------------- */
+/* Masks                                                                      */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *py_lanes(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long out, seed, stream, j0;
+    long long n, nthreads;
+    if (!PyArg_ParseTuple(args, "KLKKKL:lanes", &out, &n, &seed, &stream, &j0, &nthreads)) return NULL;
+    if (check_n(n, "lanes") || check_range(j0, n, "lanes") || check_ptr(out, n, "out_ptr", "lanes")) return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_lanes(isa, (uint16_t *)(uintptr_t)out, (size_t)n, seed, stream, j0, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *mask_common(PyObject *args, int packed) {
+    const char *what = packed ? "pack_mask" : "keep_mask";
+    unsigned long long out, seed, stream, j0;
+    long long n, t, nthreads;
+    if (!PyArg_ParseTuple(args, "KLKKKLL", &out, &n, &seed, &stream, &j0, &t, &nthreads)) return NULL;
+    if (check_n(n, what) || check_range(j0, n, what) || check_t(t, what) || check_ptr(out, n, "out_ptr", what))
+        return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    if (packed)
+        ns_pack_mask(isa, (uint8_t *)(uintptr_t)out, (size_t)n, seed, stream, j0, (uint32_t)t, clamp_threads(nthreads));
+    else
+        ns_keep_mask(isa, (uint8_t *)(uintptr_t)out, (size_t)n, seed, stream, j0, (uint32_t)t, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_keep_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    return mask_common(args, 0);
+}
+
+static PyObject *py_pack_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    return mask_common(args, 1);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Dropout                                                                    */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *py_dropout(PyObject *self, PyObject *args) {
+    (void)self;
+    int dtype;
+    unsigned long long x, y, seed, stream, j0, bits;
+    long long n, t, nthreads;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iKKLKKKLdKL:dropout", &dtype, &x, &y, &n, &seed, &stream, &j0, &t, &scale, &bits,
+                          &nthreads))
+        return NULL;
+    if (check_dtype(dtype, "dropout") || check_n(n, "dropout") || check_range(j0, n, "dropout") ||
+        check_t(t, "dropout") || check_ptr(x, n, "x_ptr", "dropout") || check_ptr(y, n, "y_ptr", "dropout"))
+        return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_dropout(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, (size_t)n, seed, stream, j0,
+               (uint32_t)t, scale, (uint8_t *)(uintptr_t)bits, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_apply_bits(PyObject *self, PyObject *args) {
+    (void)self;
+    int dtype;
+    unsigned long long x, y, bits;
+    long long n, nthreads;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iKKKLdL:apply_bits", &dtype, &x, &y, &bits, &n, &scale, &nthreads)) return NULL;
+    if (check_dtype(dtype, "apply_bits") || check_n(n, "apply_bits") || check_ptr(x, n, "x_ptr", "apply_bits") ||
+        check_ptr(y, n, "y_ptr", "apply_bits") || check_ptr(bits, n, "bits_ptr", "apply_bits"))
+        return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_apply_bits(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, (const uint8_t *)(uintptr_t)bits,
+                  (size_t)n, scale, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    int dtype;
+    unsigned long long x, y, mask;
+    PyObject *shape_o, *xs_o, *ys_o, *ms_o;
+    double scale;
+    long long nthreads;
+    if (!PyArg_ParseTuple(args, "iKKKOOOOdL:apply_mask", &dtype, &x, &y, &mask, &shape_o, &xs_o, &ys_o, &ms_o, &scale,
+                          &nthreads))
+        return NULL;
+    if (check_dtype(dtype, "apply_mask")) return NULL;
+    int64_t shape[NS_MAX_DIMS], xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
+    Py_ssize_t nd, nx, ny, nm;
+    if (read_int64s(shape_o, shape, &nd, "shape", "apply_mask") || read_int64s(xs_o, xs, &nx, "x_strides", "apply_mask") ||
+        read_int64s(ys_o, ys, &ny, "y_strides", "apply_mask") || read_int64s(ms_o, ms, &nm, "m_strides", "apply_mask"))
+        return NULL;
+    if (nx != nd || ny != nd || nm != nd) {
+        PyErr_Format(PyExc_ValueError, "apply_mask: shape has %zd axes but the strides have %zd, %zd and %zd", nd, nx,
+                     ny, nm);
+        return NULL;
+    }
+    /* the element count must fit in int64 and no offset may overflow */
+    long long total = 1;
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        if (shape[d] < 0) {
+            PyErr_Format(PyExc_ValueError, "apply_mask: shape[%zd] is %lld; sizes cannot be negative", d,
+                         (long long)shape[d]);
+            return NULL;
+        }
+        if (shape[d] == 0) total = 0;
+        if (total && shape[d] > (long long)(PY_SSIZE_T_MAX / 8) / total) {
+            PyErr_SetString(PyExc_ValueError, "apply_mask: the shape has too many elements");
+            return NULL;
+        }
+        total *= shape[d];
+        const int64_t lim = (int64_t)1 << 48;
+        if (xs[d] > lim || xs[d] < -lim || ys[d] > lim || ys[d] < -lim || ms[d] > lim || ms[d] < -lim) {
+            PyErr_Format(PyExc_ValueError, "apply_mask: a stride of axis %zd is out of range", d);
+            return NULL;
+        }
+    }
+    if (check_ptr(x, total, "x_ptr", "apply_mask") || check_ptr(y, total, "y_ptr", "apply_mask") ||
+        check_ptr(mask, total, "mask_ptr", "apply_mask"))
+        return NULL;
+    if (total == 0) Py_RETURN_NONE;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_apply_mask(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, (const uint8_t *)(uintptr_t)mask,
+                  (int)nd, shape, xs, ys, ms, scale, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Normal variates                                                            */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *py_normal(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long out, seed, stream, j0;
+    int dtype;
+    long long n, nthreads;
+    if (!PyArg_ParseTuple(args, "KiLKKKL:normal", &out, &dtype, &n, &seed, &stream, &j0, &nthreads)) return NULL;
+    if (dtype != NS_F32 && dtype != NS_F64) {
+        PyErr_Format(PyExc_ValueError, "normal: out_dtype is %d; use 0 (float32) or 1 (float64)", dtype);
+        return NULL;
+    }
+    if (check_n(n, "normal") || check_range(j0, n, "normal") || check_ptr(out, n, "out_ptr", "normal")) return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_normal(isa, (void *)(uintptr_t)out, dtype, (size_t)n, seed, stream, j0, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Module                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static PyMethodDef core_methods[] = {
+    {"isa", py_isa, METH_NOARGS, "isa() -> str: the active instruction-set path."},
+    {"available_isas", py_available_isas, METH_NOARGS,
+     "available_isas() -> tuple[str, ...]: paths this CPU and build can run."},
+    {"set_isa", py_set_isa, METH_VARARGS,
+     "set_isa(name): force a path ('scalar', 'avx2', 'avx512' or 'auto' for the best available)."},
+    {"default_threads", py_default_threads, METH_NOARGS,
+     "default_threads() -> int: CPUs in this process's affinity mask."},
+    {"lanes", py_lanes, METH_VARARGS,
+     "lanes(out_ptr, n, seed, stream, j0, nthreads): the uint16 lanes of elements j0 .. j0+n-1."},
+    {"keep_mask", py_keep_mask, METH_VARARGS,
+     "keep_mask(out_ptr, n, seed, stream, j0, t, nthreads): uint8 keep flags (lane < t)."},
+    {"pack_mask", py_pack_mask, METH_VARARGS,
+     "pack_mask(out_ptr, n, seed, stream, j0, t, nthreads): bit-packed keep flags (little bit order)."},
+    {"dropout", py_dropout, METH_VARARGS,
+     "dropout(dtype, x_ptr, y_ptr, n, seed, stream, j0, t, scale, bits_ptr, nthreads): "
+     "y = keep ? x*scale : 0; also writes the packed mask when bits_ptr != 0."},
+    {"apply_bits", py_apply_bits, METH_VARARGS,
+     "apply_bits(dtype, x_ptr, y_ptr, bits_ptr, n, scale, nthreads): y = bit ? x*scale : 0."},
+    {"apply_mask", py_apply_mask, METH_VARARGS,
+     "apply_mask(dtype, x_ptr, y_ptr, mask_ptr, shape, x_strides, y_strides, m_strides, scale, nthreads): "
+     "strided broadcast y = mask ? x*scale : 0 (strides in elements)."},
+    {"normal", py_normal, METH_VARARGS,
+     "normal(out_ptr, out_dtype, n, seed, stream, j0, nthreads): Box-Muller normal variates."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "noiseshape._core", "C core of noiseshape: Philox4x32-10 masks and dropout kernels.", -1,
+    core_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    active_isa = ns_best_isa();
+    const char *env = getenv("NOISESHAPE_ISA");
+    if (env && *env) {
+        int isa = isa_from_name(env);
+        if (isa >= 0) active_isa = isa; /* unknown or unavailable: keep the best */
+    }
+    return PyModule_Create(&core_module);
+}

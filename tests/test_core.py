@@ -1,0 +1,550 @@
+"""The C core (``noiseshape._core``) against the NumPy reference (``noiseshape._rng``), bit for bit.
+
+Every kernel is run on every instruction-set path this machine offers and with several thread
+counts; results must not depend on either.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from noiseshape import _core, _rng
+
+ISAS = _core.available_isas()
+U64 = (1 << 64) - 1
+DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+DTYPES = list(DTYPE_CODES)
+SPECIAL_N = [0, 1, 7, 8, 9, 63, 64, 65, 100_003]
+THREADS = [1, 2, 3, 5]
+HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Force one instruction-set path for the duration of a test."""
+    before = _core.isa()
+    _core.set_isa(request.param)
+    assert _core.isa() == request.param
+    yield request.param
+    _core.set_isa(before)
+
+
+# ---------------------------------------------------------------------------
+# Reference helpers
+# ---------------------------------------------------------------------------
+
+
+def bf16_round(f32: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), round to nearest even, every NaN -> 0x7FC0."""
+    u = np.array(f32, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(f32), np.uint16(0x7FC0), r)
+
+
+def bf16_widen(h: np.ndarray) -> np.ndarray:
+    return np.array(h.astype(np.uint32) << 16).view(np.float32)
+
+
+def ref_apply(dtype: str, x: np.ndarray, keep: np.ndarray, scale: float) -> np.ndarray:
+    """keep ? x * scale : +0 in the dtype's compute precision (x holds uint16 bits for bfloat16)."""
+    with np.errstate(all="ignore"):
+        if dtype == "float64":
+            return np.where(keep, x * np.float64(scale), 0.0)
+        if dtype == "float32":
+            return np.where(keep, x * np.float32(scale), np.float32(0))
+        if dtype == "float16":
+            prod = x.astype(np.float32) * np.float32(scale)
+            return np.where(keep, prod.astype(np.float16), np.float16(0))
+        prod = bf16_widen(x) * np.float32(scale)
+        return np.where(keep, bf16_round(prod), np.uint16(0))
+
+
+def random_values(dtype: str, n: int, rng: np.random.Generator, specials: bool = True) -> np.ndarray:
+    """Random inputs (bfloat16 as uint16 bits), with NaN / inf / -0 / tiny values sprinkled in."""
+    f = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 6, n)).astype(np.float64)
+    if specials and n:
+        idx = rng.integers(0, n, max(1, n // 16))
+        f[idx] = rng.choice([np.nan, np.inf, -np.inf, -0.0, 1e-7, 6e-5, 70000.0, 1e-300], idx.size)
+    if dtype == "float64":
+        return f
+    if dtype == "float32":
+        return f.astype(np.float32)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return f.astype(np.float16)
+    return bf16_round(f.astype(np.float32))
+
+
+def storage(dtype: str):
+    return np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def assert_same(dtype: str, got: np.ndarray, want: np.ndarray):
+    """Bitwise equality, except that NaNs are compared by position (payloads may differ from NumPy)."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape
+    if dtype == "bfloat16":
+        np.testing.assert_array_equal(got, want)
+        return
+    gn, wn = np.isnan(got), np.isnan(want)
+    np.testing.assert_array_equal(gn, wn)
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[got.dtype.itemsize]
+    np.testing.assert_array_equal(got[~gn].view(bits), want[~wn].view(bits))
+
+
+# ---------------------------------------------------------------------------
+# ISA selection and threads
+# ---------------------------------------------------------------------------
+
+
+def test_isa_api():
+    assert "scalar" in ISAS
+    assert set(ISAS) <= {"scalar", "avx2", "avx512"}
+    before = _core.isa()
+    try:
+        _core.set_isa("auto")
+        assert _core.isa() == ISAS[-1]
+        with pytest.raises(ValueError, match="scalar"):
+            _core.set_isa("sse9")
+        for name in ("scalar", "avx2", "avx512"):
+            if name in ISAS:
+                _core.set_isa(name)
+                assert _core.isa() == name
+            else:
+                with pytest.raises(ValueError):
+                    _core.set_isa(name)
+    finally:
+        _core.set_isa(before)
+
+
+def test_default_threads():
+    n = _core.default_threads()
+    assert isinstance(n, int)
+    want = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert n == want
+
+
+def test_env_selects_scalar():
+    code = (
+        "import numpy as np, sys; from noiseshape import _core; "
+        "out = np.empty(1000, np.uint16); _core.lanes(out.ctypes.data, 1000, 12345, 6, 77, 2); "
+        "sys.stdout.write(_core.isa() + ' ' + out.tobytes().hex())"
+    )
+    env = dict(os.environ, NOISESHAPE_ISA="scalar")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    name, hexbytes = res.stdout.split()
+    assert name == "scalar"
+    assert bytes.fromhex(hexbytes) == _rng.lanes(12345, 6, 77, 1000).tobytes()
+    env["NOISESHAPE_ISA"] = "no-such-isa"  # falls back to the best path instead of failing
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert res.stdout.split()[0] == ISAS[-1]
+
+
+# ---------------------------------------------------------------------------
+# Lanes and masks
+# ---------------------------------------------------------------------------
+
+
+def core_lanes(n, seed, stream, j0, nthreads):
+    out = np.full(n + 8, 0xABCD, np.uint16)
+    _core.lanes(out.ctypes.data, n, seed, stream, j0, nthreads)
+    assert (out[n:] == 0xABCD).all(), "wrote past the end"
+    return out[:n]
+
+
+@pytest.mark.parametrize("n", SPECIAL_N)
+def test_lanes_special_sizes(isa, n):
+    for j0 in (0, 5, (1 << 35) - 3 * n // 2 - 3, U64 - n - 7):
+        for nthreads in (1, 3):
+            got = core_lanes(n, 0x0123456789ABCDEF, U64, j0, nthreads)
+            np.testing.assert_array_equal(got, _rng.lanes(0x0123456789ABCDEF, U64, j0, n))
+
+
+@HYP
+@given(
+    n=st.integers(0, 3000),
+    seed=st.integers(0, U64),
+    stream=st.integers(0, U64),
+    j0=st.one_of(st.integers(0, 1 << 40), st.integers((1 << 35) - 4000, (1 << 35) + 100)),
+    nthreads=st.sampled_from(THREADS),
+)
+def test_lanes_random(isa, n, seed, stream, j0, nthreads):
+    np.testing.assert_array_equal(core_lanes(n, seed, stream, j0, nthreads), _rng.lanes(seed, stream, j0, n))
+
+
+def test_lanes_counter_carry(isa):
+    # blocks 2**32 - 40 .. 2**32 + 40: the second counter word increments mid-vector
+    j0 = 8 * ((1 << 32) - 40) + 3
+    np.testing.assert_array_equal(core_lanes(700, 99, 7, j0, 1), _rng.lanes(99, 7, j0, 700))
+
+
+THRESHOLDS = [0, 1, 32768, 65535, 65536]
+
+
+def core_keep(n, seed, stream, j0, t, nthreads):
+    out = np.full(n + 8, 7, np.uint8)
+    _core.keep_mask(out.ctypes.data, n, seed, stream, j0, t, nthreads)
+    assert (out[n:] == 7).all()
+    return out[:n]
+
+
+def core_pack(n, seed, stream, j0, t, nthreads):
+    nb = (n + 7) // 8
+    out = np.full(nb + 8, 0xA5, np.uint8)
+    _core.pack_mask(out.ctypes.data, n, seed, stream, j0, t, nthreads)
+    assert (out[nb:] == 0xA5).all()
+    return out[:nb]
+
+
+@pytest.mark.parametrize("n", SPECIAL_N)
+@pytest.mark.parametrize("t", [*THRESHOLDS, 12345])
+def test_masks_special(isa, n, t):
+    seed, stream, j0 = 0xFEDCBA9876543210, 3, (1 << 35) - 13
+    ref = _rng.lanes(seed, stream, j0, n).astype(np.int64) < t
+    for nthreads in (1, 2, 5):
+        np.testing.assert_array_equal(core_keep(n, seed, stream, j0, t, nthreads), ref.astype(np.uint8))
+        np.testing.assert_array_equal(core_pack(n, seed, stream, j0, t, nthreads), np.packbits(ref, bitorder="little"))
+
+
+@HYP
+@given(
+    n=st.integers(0, 2000),
+    seed=st.integers(0, U64),
+    stream=st.integers(0, U64),
+    j0=st.integers(0, 1 << 36),
+    t=st.one_of(st.sampled_from(THRESHOLDS), st.integers(0, 65536)),
+    nthreads=st.sampled_from(THREADS),
+)
+def test_masks_random(isa, n, seed, stream, j0, t, nthreads):
+    ref = _rng.lanes(seed, stream, j0, n).astype(np.int64) < t
+    np.testing.assert_array_equal(core_keep(n, seed, stream, j0, t, nthreads), ref.astype(np.uint8))
+    np.testing.assert_array_equal(core_pack(n, seed, stream, j0, t, nthreads), np.packbits(ref, bitorder="little"))
+
+
+def test_mask_probability():
+    out = core_keep(1 << 20, 5, 0, 0, 58982, 2)
+    assert abs(out.mean() - 58982 / 65536) < 0.003
+
+
+# ---------------------------------------------------------------------------
+# Dropout and apply_bits
+# ---------------------------------------------------------------------------
+
+
+def core_dropout(dtype, x, seed, stream, j0, t, scale, nthreads, with_bits=True, inplace=False):
+    n = x.size
+    y = x.copy() if inplace else np.full(n + 4, 0x7F, storage(dtype))
+    nb = (n + 7) // 8
+    bits = np.full(nb + 8, 0xA5, np.uint8)
+    src = y if inplace else x
+    _core.dropout(
+        DTYPE_CODES[dtype],
+        src.ctypes.data,
+        y.ctypes.data,
+        n,
+        seed,
+        stream,
+        j0,
+        t,
+        scale,
+        bits.ctypes.data if with_bits else 0,
+        nthreads,
+    )
+    if not inplace:
+        assert (y[n:].view(np.uint8) == np.full(4, 0x7F, storage(dtype)).view(np.uint8)).all()
+    assert (bits[nb:] == 0xA5).all()
+    return y[:n], (bits[:nb] if with_bits else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SPECIAL_N)
+def test_dropout_special(isa, dtype, n):
+    rng = np.random.default_rng(n)
+    x = random_values(dtype, n, rng)
+    for t, j0, nthreads in ((32768, 0, 1), (1, (1 << 35) - n // 3 - 5, 2), (65535, 13, 3), (65536, 7, 5), (0, 1, 2)):
+        scale = _rng.keep_scale(t) if t else 3.0
+        keep = _rng.lanes(77, 88, j0, n).astype(np.int64) < t
+        y, bits = core_dropout(dtype, x, 77, 88, j0, t, scale, nthreads)
+        assert_same(dtype, y, ref_apply(dtype, x, keep, scale))
+        np.testing.assert_array_equal(bits, np.packbits(keep, bitorder="little"))
+
+
+@HYP
+@given(
+    dtype=st.sampled_from(DTYPES),
+    n=st.integers(0, 3000),
+    seed=st.integers(0, U64),
+    stream=st.integers(0, U64),
+    j0=st.one_of(st.integers(0, 1 << 40), st.integers((1 << 35) - 4000, (1 << 35) + 100)),
+    t=st.one_of(st.sampled_from(THRESHOLDS), st.integers(0, 65536)),
+    scale=st.one_of(st.just(2.0), st.floats(0.5, 1e5), st.floats(1e-3, 1.0)),
+    nthreads=st.sampled_from(THREADS),
+    with_bits=st.booleans(),
+    inplace=st.booleans(),
+)
+def test_dropout_random(isa, dtype, n, seed, stream, j0, t, scale, nthreads, with_bits, inplace):
+    x = random_values(dtype, n, np.random.default_rng(seed & 0xFFFF))
+    keep = _rng.lanes(seed, stream, j0, n).astype(np.int64) < t
+    y, bits = core_dropout(dtype, x, seed, stream, j0, t, scale, nthreads, with_bits, inplace)
+    assert_same(dtype, y, ref_apply(dtype, x, keep, scale))
+    if with_bits:
+        np.testing.assert_array_equal(bits, np.packbits(keep, bitorder="little"))
+
+
+def test_dropout_nan_inf(isa):
+    n = 4096
+    x = np.full(n, np.nan, np.float32)
+    x[::3] = np.inf
+    x[1::3] = -np.inf
+    keep = _rng.lanes(1, 2, 0, n) < 32768
+    y, _ = core_dropout("float32", x, 1, 2, 0, 32768, 2.0, 1)
+    assert (y[~keep].view(np.uint32) == 0).all()  # +0 exactly, not nan and not -0
+    np.testing.assert_array_equal(np.isnan(y[keep]), np.isnan(x[keep]))
+    np.testing.assert_array_equal(y[keep][~np.isnan(x[keep])], x[keep][~np.isnan(x[keep])])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_unaligned_views(isa, dtype):
+    """Every alignment of input and output within a cache line, and both in place and out of place."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    xbuf = random_values(dtype, n + 40, rng)
+    for xoff, yoff in [(0, 0), (1, 3), (5, 0), (0, 7), (13, 11), (15, 15), (16, 9)]:
+        x = xbuf[xoff : xoff + n]
+        ybuf = np.zeros(n + 40, storage(dtype))
+        y = ybuf[yoff : yoff + n]
+        _core.dropout(DTYPE_CODES[dtype], x.ctypes.data, y.ctypes.data, n, 5, 6, 7, 30000, 1.5, 0, 1)
+        keep = _rng.lanes(5, 6, 7, n).astype(np.int64) < 30000
+        assert_same(dtype, y, ref_apply(dtype, x, keep, 1.5))
+        assert not ybuf[:yoff].any() and not ybuf[yoff + n :].any()
+
+
+def test_dropout_same_result_all_threads():
+    x = np.random.default_rng(0).standard_normal(300_007).astype(np.float32)
+    outs = [core_dropout("float32", x, 9, 9, 11, 40000, 1.6384, th)[0].tobytes() for th in (1, 2, 3, 4, 7, 0)]
+    assert len(set(outs)) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_types_exhaustive(isa, dtype):
+    """Every 16-bit pattern through keep-all dropout at a few scales (subnormals, overflow, NaN)."""
+    x = np.arange(1 << 16, dtype=np.uint16)
+    xv = x.view(np.float16) if dtype == "float16" else x
+    keep = np.ones(x.size, bool)
+    for scale in (1.0, 2.0, 0.5, 1.0 / 0.9, 65536 / 3, 3e-5):
+        y, _ = core_dropout(dtype, xv, 0, 0, 0, 65536, scale, 1)
+        want = ref_apply(dtype, xv, keep, scale)
+        assert_same(dtype, y, want)
+        if dtype == "float16":
+            # NaN payloads: the quiet NaN keeps sign and top payload bits (x86 F16C behaviour)
+            nan = np.isnan(xv)
+            np.testing.assert_array_equal(y.view(np.uint16)[nan], x[nan] | 0x0200)
+
+
+def test_half_paths_identical():
+    """All paths agree bit for bit, NaN payloads included, on float32 -> float16 rounding of random products."""
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 1 << 16, 50_000, dtype=np.uint16)
+    results = {}
+    before = _core.isa()
+    try:
+        for name in ISAS:
+            _core.set_isa(name)
+            results[name] = [
+                core_dropout(dt, raw.view(np.float16) if dt == "float16" else raw, 3, 4, 5, 50000, s, 2)[0].tobytes()
+                for dt in ("float16", "bfloat16")
+                for s in (1.25, 7.0e3, 1e-4)
+            ]
+    finally:
+        _core.set_isa(before)
+    assert all(r == results["scalar"] for r in results.values())
+
+
+def core_apply_bits(dtype, x, bits, scale, nthreads):
+    n = x.size
+    y = np.full(n + 4, 0x7F, storage(dtype))
+    _core.apply_bits(DTYPE_CODES[dtype], x.ctypes.data, y.ctypes.data, bits.ctypes.data, n, scale, nthreads)
+    assert (y[n:].view(np.uint8) == np.full(4, 0x7F, storage(dtype)).view(np.uint8)).all()
+    return y[:n]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SPECIAL_N)
+def test_apply_bits(isa, dtype, n):
+    rng = np.random.default_rng(n + 1)
+    x = random_values(dtype, n, rng)
+    keep = rng.random(n) < 0.6
+    bits = np.packbits(keep, bitorder="little")
+    if n % 8:  # padding bits must be ignored
+        bits[-1] |= np.uint8(0xFF << (n % 8) & 0xFF)
+    for nthreads in (1, 3):
+        assert_same(dtype, core_apply_bits(dtype, x, bits, 1.75, nthreads), ref_apply(dtype, x, keep, 1.75))
+
+
+# ---------------------------------------------------------------------------
+# apply_mask
+# ---------------------------------------------------------------------------
+
+
+def core_apply_mask(dtype, x, mask, y, scale, nthreads):
+    """Calls apply_mask with element strides of (possibly non-contiguous) views x, y and broadcast mask."""
+    item = x.itemsize
+    m = np.broadcast_to(mask, x.shape)
+    _core.apply_mask(
+        DTYPE_CODES[dtype],
+        x.ctypes.data,
+        y.ctypes.data,
+        mask.ctypes.data,
+        x.shape,
+        tuple(s // item for s in x.strides),
+        tuple(s // item for s in y.strides),
+        m.strides,
+        scale,
+        nthreads,
+    )
+
+
+@st.composite
+def mask_cases(draw):
+    ndim = draw(st.integers(0, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    if ndim and draw(st.booleans()):  # a long innermost axis exercises the vector paths
+        shape = (*shape[:-1], draw(st.integers(1, 300)))
+    mshape = tuple(1 if draw(st.booleans()) else s for s in shape)
+    flips = tuple(draw(st.booleans()) for _ in shape)
+    steps = tuple(draw(st.sampled_from([1, 1, 2])) for _ in shape)
+    return shape, mshape, flips, steps
+
+
+@HYP
+@given(
+    case=mask_cases(),
+    dtype=st.sampled_from(DTYPES),
+    nthreads=st.sampled_from(THREADS),
+    seed=st.integers(0, 2**32 - 1),
+    ydense=st.booleans(),
+)
+def test_apply_mask_random(isa, case, dtype, nthreads, seed, ydense):
+    shape, mshape, flips, steps = case
+    rng = np.random.default_rng(seed)
+    big = tuple(s * k for s, k in zip(shape, steps))
+    base = random_values(dtype, int(np.prod(big)), rng).reshape(big)
+    x = base[(*(slice(None, None, -k) if f else slice(None, None, k) for f, k in zip(flips, steps)), Ellipsis)]
+    assert x.shape == shape
+    mask = np.asarray(rng.random(mshape) < 0.5, dtype=np.uint8)
+    if ydense:
+        y = np.empty(shape, storage(dtype))
+    else:  # a reversed, strided output view
+        ybase = np.zeros(tuple(2 * s for s in shape), storage(dtype))
+        y = ybase[(*(slice(None, None, -2) for _ in shape), Ellipsis)]
+    core_apply_mask(dtype, x, mask, y, 1.5, nthreads)
+    want = ref_apply(dtype, x, np.broadcast_to(mask, shape).astype(bool), 1.5)
+    assert_same(dtype, y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("shape", "mshape"),
+    [
+        ((64, 128, 512), (64, 1, 512)),  # elementwise inner rows
+        ((64, 128, 512), (64, 128, 1)),  # whole rows kept or dropped
+        ((3, 100_003), (1, 100_003)),  # few long rows: threads split the inner axis
+        ((200_000,), (200_000,)),
+        ((), ()),
+    ],
+)
+def test_apply_mask_layouts(isa, dtype, shape, mshape):
+    rng = np.random.default_rng(7)
+    x = random_values(dtype, int(np.prod(shape)), rng).reshape(shape)
+    mask = np.asarray(rng.random(mshape) < 0.5, dtype=np.uint8)
+    want = ref_apply(dtype, x, np.broadcast_to(mask, shape).astype(bool), 2.0)
+    for nthreads in (1, 2, 3):
+        y = np.empty(shape, storage(dtype))
+        core_apply_mask(dtype, x, mask, y, 2.0, nthreads)
+        assert_same(dtype, y, want)
+    core_apply_mask(dtype, x, mask, x, 2.0, 2)  # in place
+    assert_same(dtype, x, want)
+
+
+# ---------------------------------------------------------------------------
+# Normal variates
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 64, 65, 20_001])
+def test_normal(isa, n):
+    for seed, stream, j0 in ((0, 0, 0), (U64, 12, 1), (123456789, U64, (1 << 33) - 7)):
+        ref = _rng.normals(seed, stream, j0, n)
+        for nthreads in (1, 3):
+            out64 = np.empty(n, np.float64)
+            _core.normal(out64.ctypes.data, 1, n, seed, stream, j0, nthreads)
+            np.testing.assert_allclose(out64, ref, rtol=1e-12, atol=0)
+            out32 = np.empty(n + 2, np.float32)
+            out32[n:] = 5.0
+            _core.normal(out32.ctypes.data, 0, n, seed, stream, j0, nthreads)
+            assert (out32[n:] == 5.0).all()
+            ulp = np.spacing(np.abs(ref.astype(np.float32)))
+            assert (np.abs(out32[:n].astype(np.float64) - ref) <= 2 * ulp).all()
+
+
+def test_normal_moments():
+    out = np.empty(1 << 18, np.float64)
+    _core.normal(out.ctypes.data, 1, out.size, 42, 0, 0, 2)
+    assert abs(out.mean()) < 0.01 and abs(out.std() - 1) < 0.01
+
+
+# ---------------------------------------------------------------------------
+# Argument errors
+# ---------------------------------------------------------------------------
+
+
+def test_bad_arguments():
+    buf = np.zeros(64, np.float64)
+    p = buf.ctypes.data
+    with pytest.raises(ValueError):
+        _core.dropout(4, p, p, 8, 0, 0, 0, 100, 1.0, 0, 1)  # dtype code
+    with pytest.raises(ValueError):
+        _core.dropout(-1, p, p, 8, 0, 0, 0, 100, 1.0, 0, 1)
+    with pytest.raises(ValueError):
+        _core.dropout(0, p, p, 8, 0, 0, 0, 65537, 1.0, 0, 1)  # t
+    with pytest.raises(ValueError):
+        _core.dropout(0, p, p, -1, 0, 0, 0, 100, 1.0, 0, 1)  # n
+    with pytest.raises(ValueError):
+        _core.dropout(0, 0, p, 8, 0, 0, 0, 100, 1.0, 0, 1)  # null pointer
+    with pytest.raises(ValueError):
+        _core.keep_mask(p, 8, 0, 0, 0, -1, 1)
+    with pytest.raises(ValueError):
+        _core.pack_mask(p, 8, 0, 0, 0, 70000, 1)
+    with pytest.raises(ValueError):
+        _core.lanes(p, -5, 0, 0, 0, 1)
+    with pytest.raises(ValueError):
+        _core.lanes(p, 16, 0, 0, U64 - 3, 1)  # j0 + n beyond 2**64
+    with pytest.raises(ValueError):
+        _core.apply_bits(9, p, p, p, 8, 1.0, 1)
+    with pytest.raises(ValueError):
+        _core.apply_bits(0, p, p, p, -8, 1.0, 1)
+    with pytest.raises(ValueError):
+        _core.normal(p, 2, 8, 0, 0, 0, 1)  # out dtype
+    with pytest.raises(ValueError):
+        _core.normal(p, 0, -1, 0, 0, 0, 1)
+    with pytest.raises(ValueError):
+        _core.apply_mask(0, p, p, p, (2, 2), (2, 1), (2, 1), (1,), 1.0, 1)  # stride length mismatch
+    with pytest.raises(ValueError):
+        _core.apply_mask(0, p, p, p, (2, -2), (2, 1), (2, 1), (1, 1), 1.0, 1)  # negative size
+    with pytest.raises(ValueError):
+        _core.apply_mask(5, p, p, p, (2,), (1,), (1,), (1,), 1.0, 1)
+    with pytest.raises(ValueError):
+        _core.apply_mask(0, p, p, p, (1,) * 65, (1,) * 65, (1,) * 65, (1,) * 65, 1.0, 1)
+    with pytest.raises(ValueError):
+        _core.apply_mask(0, p, p, p, (2, "a"), (2, 1), (2, 1), (1, 1), 1.0, 1)
+    with pytest.raises(TypeError):
+        _core.set_isa(3)
+    # zero-size calls are fine even with null pointers
+    _core.dropout(0, 0, 0, 0, 0, 0, 0, 100, 1.0, 0, 1)
+    _core.apply_mask(0, 0, 0, 0, (3, 0), (0, 1), (0, 1), (0, 1), 1.0, 1)
