@@ -1,0 +1,312 @@
+"""The ``noiseshape::*`` custom ops: C-core kernels on CPU, the pure-torch contract elsewhere.
+
+Every op is a :func:`torch.library.custom_op` with a fake (meta) kernel and, where it is
+differentiable, a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through
+it. Seeds travel as an int64 tensor ``key = [seed, stream]`` (64-bit values as bit patterns), so no
+host synchronisation happens in traced code.
+
+What backward keeps:
+
+* ``dropout_full`` (contiguous full-shape dropout) keeps the packed keep mask, 1 bit per element,
+  or only the key when ``SAVE_BITS`` is false (backward then recomputes the mask);
+* ``apply_mask`` keeps the mask at its reduced (noise) shape, 1 byte per mask element;
+* ``gaussian_mul`` keeps only the key: backward redraws the noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _philox
+
+__all__ = ["DTYPE_CODES", "apply_bits", "apply_mask", "dropout_full", "gaussian_mul", "keep_mask", "normal"]
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+_U64 = (1 << 64) - 1
+
+#: Force the pure-torch path on CPU tensors too (tests compare both paths bit for bit).
+FORCE_TORCH = False
+#: Full-shape dropout keeps a 1-bit packed mask for backward (True) or recomputes it from the key.
+SAVE_BITS = True
+
+_core_module = None
+
+
+def core_for(device: torch.device):
+    """The C core when it serves ``device`` (CPU, built, not forced off), else None."""
+    global _core_module
+    if device.type != "cpu" or FORCE_TORCH:
+        return None
+    if _core_module is None:
+        try:
+            from .. import _core
+        except ImportError:
+            _core = False
+        _core_module = _core
+    return _core_module or None
+
+
+_SMALL = 1 << 15  # below this many elements one thread does the work (results never depend on it)
+
+
+def _threads(n: int = _SMALL) -> int:
+    if n < _SMALL:
+        return 1
+    from .._threads import get_num_threads
+
+    return get_num_threads()
+
+
+def _key_ints(key: Tensor) -> tuple[int, int]:
+    seed, stream = key.tolist()
+    return seed & _U64, stream & _U64
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _scaled(x: Tensor, scale: float) -> Tensor:
+    """``x * scale`` in float32 (float64 for float64 inputs), rounded to ``x``'s dtype."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        y = (x.float() * scale).to(x.dtype)
+        return y.masked_fill_(y.isnan(), float("nan"))  # canonical NaN (bfloat16 0x7FC0, float16 0x7E00)
+    return x * scale
+
+
+def _select(x: Tensor, keep: Tensor, scale: float) -> Tensor:
+    return torch.where(keep, _scaled(x, scale), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# keep_mask: the reduced mask (uint8 0/1), not differentiable
+
+
+@torch.library.custom_op("noiseshape::keep_mask", mutates_args=())
+def keep_mask(key: Tensor, shape: list[int], j0: int, t: int) -> Tensor:
+    mask = torch.empty(shape, dtype=torch.uint8, device=key.device)
+    n = mask.numel()
+    if n == 0:
+        return mask
+    core = core_for(key.device)
+    if core is not None:
+        seed, stream = _key_ints(key)
+        core.keep_mask(mask.data_ptr(), n, seed, stream, j0, t, _threads(n))
+    else:
+        mask.copy_(_philox.keep_flags(key, j0, n, t).view(mask.shape))
+    return mask
+
+
+@keep_mask.register_fake
+def _(key, shape, j0, t):
+    return key.new_empty(shape, dtype=torch.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# normal: standard normal variates at a shape (float32 or float64), not differentiable
+
+
+@torch.library.custom_op("noiseshape::normal", mutates_args=())
+def normal(key: Tensor, shape: list[int], j0: int, double: bool) -> Tensor:
+    dtype = torch.float64 if double else torch.float32
+    out = torch.empty(shape, dtype=dtype, device=key.device)
+    n = out.numel()
+    if n == 0:
+        return out
+    core = core_for(key.device)
+    if core is not None:
+        seed, stream = _key_ints(key)
+        core.normal(out.data_ptr(), 1 if double else 0, n, seed, stream, j0, _threads(n))
+    else:
+        out.copy_(_philox.normals(key, j0, n, dtype).view(out.shape))
+    return out
+
+
+@normal.register_fake
+def _(key, shape, j0, double):
+    return key.new_empty(shape, dtype=torch.float64 if double else torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# apply_bits: y = bit ? x * scale : 0 on contiguous x (backward of dropout_full)
+
+
+@torch.library.custom_op("noiseshape::apply_bits", mutates_args=())
+def apply_bits(x: Tensor, bits: Tensor, scale: float) -> Tensor:
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    n = x.numel()
+    if n == 0:
+        return y
+    core = core_for(x.device)
+    if core is not None:
+        core.apply_bits(DTYPE_CODES[x.dtype], x.data_ptr(), y.data_ptr(), bits.data_ptr(), n, scale, _threads(n))
+    else:
+        y.copy_(_select(x.reshape(-1), _philox.unpack_bits(bits, n), scale).view(x.shape))
+    return y
+
+
+@apply_bits.register_fake
+def _(x, bits, scale):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _apply_bits_setup(ctx, inputs, output):
+    _, bits, scale = inputs
+    ctx.save_for_backward(bits)
+    ctx.scale = scale
+
+
+def _apply_bits_backward(ctx, grad):
+    (bits,) = ctx.saved_tensors
+    return apply_bits(grad, bits, ctx.scale), None, None
+
+
+apply_bits.register_autograd(_apply_bits_backward, setup_context=_apply_bits_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout_full: fused full-shape dropout of a contiguous tensor, with the packed mask for backward
+
+
+@torch.library.custom_op("noiseshape::dropout_full", mutates_args=())
+def dropout_full(x: Tensor, key: Tensor, j0: int, t: int, scale: float, save_bits: bool) -> tuple[Tensor, Tensor]:
+    x = x.contiguous()
+    n = x.numel()
+    y = torch.empty_like(x)
+    bits = torch.empty((n + 7) // 8 if save_bits else 0, dtype=torch.uint8, device=x.device)
+    if n == 0:
+        return y, bits
+    core = core_for(x.device)
+    if core is not None:
+        seed, stream = _key_ints(key)
+        bits_ptr = bits.data_ptr() if save_bits else 0
+        core.dropout(
+            DTYPE_CODES[x.dtype], x.data_ptr(), y.data_ptr(), n, seed, stream, j0, t, scale, bits_ptr, _threads(n)
+        )
+    else:
+        keep = _philox.keep_flags(key, j0, n, t)
+        y.copy_(_select(x.reshape(-1), keep, scale).view(x.shape))
+        if save_bits:
+            bits.copy_(_philox.pack_bits(keep))
+    return y, bits
+
+
+@dropout_full.register_fake
+def _(x, key, j0, t, scale, save_bits):
+    n = x.numel()
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return y, x.new_empty((n + 7) // 8 if save_bits else 0, dtype=torch.uint8)
+
+
+def _dropout_full_setup(ctx, inputs, output):
+    _, key, j0, t, scale, save_bits = inputs
+    ctx.scale, ctx.j0, ctx.t, ctx.save_bits = scale, j0, t, save_bits
+    ctx.save_for_backward(output[1] if save_bits else key)
+
+
+def _dropout_full_backward(ctx, grad, _grad_bits):
+    (saved,) = ctx.saved_tensors
+    if ctx.save_bits:
+        gx = apply_bits(grad, saved, ctx.scale)
+    else:
+        gx = dropout_full(grad, saved, ctx.j0, ctx.t, ctx.scale, False)[0]
+    return gx, None, None, None, None, None
+
+
+dropout_full.register_autograd(_dropout_full_backward, setup_context=_dropout_full_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# apply_mask: y = mask ? x * scale : 0 with a mask broadcast from its reduced shape
+
+
+def _element_strides(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.stride())
+
+
+@torch.library.custom_op("noiseshape::apply_mask", mutates_args=())
+def apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    core = core_for(x.device)
+    if core is not None:
+        from .._spec import collapse
+
+        m = mask.contiguous()
+        shape, xs, ys, ms = collapse(
+            tuple(x.shape), _element_strides(x), _element_strides(y), _element_strides(m.expand(x.shape))
+        )
+        core.apply_mask(
+            DTYPE_CODES[x.dtype],
+            x.data_ptr(),
+            y.data_ptr(),
+            m.data_ptr(),
+            shape,
+            xs,
+            ys,
+            ms,
+            scale,
+            _threads(x.numel()),
+        )
+    else:
+        y.copy_(_select(x, mask.bool(), scale))
+    return y
+
+
+@apply_mask.register_fake
+def _(x, mask, scale):
+    return torch.empty_like(x)
+
+
+def _apply_mask_setup(ctx, inputs, output):
+    _, mask, scale = inputs
+    ctx.save_for_backward(mask)
+    ctx.scale = scale
+
+
+def _apply_mask_backward(ctx, grad):
+    (mask,) = ctx.saved_tensors
+    return apply_mask(grad, mask, ctx.scale), None, None
+
+
+apply_mask.register_autograd(_apply_mask_backward, setup_context=_apply_mask_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# gaussian_mul: y = x * (1 + sigma * z), z drawn at the reduced shape and broadcast; backward redraws z
+
+
+def _gaussian_factor(key: Tensor, shape, j0, sigma: float, dtype: torch.dtype) -> Tensor:
+    z = normal(key, list(shape), j0, dtype == torch.float64)
+    return z.mul_(sigma).add_(1.0)
+
+
+@torch.library.custom_op("noiseshape::gaussian_mul", mutates_args=())
+def gaussian_mul(x: Tensor, key: Tensor, shape: list[int], j0: int, sigma: float) -> Tensor:
+    factor = _gaussian_factor(key, shape, j0, sigma, x.dtype)
+    y = torch.empty_like(x)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return y.copy_(x.float() * factor)
+    return torch.mul(x, factor, out=y)
+
+
+@gaussian_mul.register_fake
+def _(x, key, shape, j0, sigma):
+    return torch.empty_like(x)
+
+
+def _gaussian_mul_setup(ctx, inputs, output):
+    _, key, shape, j0, sigma = inputs
+    ctx.save_for_backward(key)
+    ctx.shape, ctx.j0, ctx.sigma = shape, j0, sigma
+
+
+def _gaussian_mul_backward(ctx, grad):
+    (key,) = ctx.saved_tensors
+    return gaussian_mul(grad, key, ctx.shape, ctx.j0, ctx.sigma), None, None, None, None
+
+
+gaussian_mul.register_autograd(_gaussian_mul_backward, setup_context=_gaussian_mul_setup)

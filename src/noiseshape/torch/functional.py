@@ -1,0 +1,771 @@
+"""Functional forms of the shaped-noise family on torch tensors.
+
+Every function draws its noise at a reduced *noise shape* and broadcasts it over the shared axes.
+Randomness: by default each call draws a 64-bit seed from torch's default CPU generator (or from
+``generator=``), so ``torch.manual_seed`` reproduces a run, and the same seed gives the same mask on
+every device. ``seed=`` and ``stream=`` make a call a pure function of its arguments;
+``batch_offset=`` is the global index of ``x[0]`` in a larger batch, so micro-batches reproduce the
+masks of the whole batch. With ``training=False`` (or a zero rate) the input is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _rng
+from .._errors import fail
+from .._spec import NoiseSpec, _fmt, _spec_text, check_rate, check_u64, resolve
+from . import _ops
+
+__all__ = [
+    "alpha_dropout",
+    "drop_block2d",
+    "drop_path",
+    "dropout",
+    "embedding_dropout",
+    "feature_alpha_dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "keep_mask",
+    "locked_dropout",
+    "spatial_dropout1d",
+    "spatial_dropout2d",
+    "spatial_dropout3d",
+]
+
+_KEEP_MASK = torch.ops.noiseshape.keep_mask.default
+_DROPOUT_FULL = torch.ops.noiseshape.dropout_full.default
+_APPLY_MASK = torch.ops.noiseshape.apply_mask.default
+_NORMAL = torch.ops.noiseshape.normal.default
+_GAUSSIAN_MUL = torch.ops.noiseshape.gaussian_mul.default
+
+#: SELU's negative saturation value, ``-scale * alpha`` (Klambauer et al., 2017).
+SELU_ALPHA_P = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
+
+_I64_MAX = (1 << 63) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and keys
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _check_tensor(op: str, x, spec_text: str | None = None, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise fail(op, f"{name} is a {type(x).__name__}; give a torch.Tensor (torch.as_tensor(...))", spec=spec_text)
+    if x.dtype not in _ops.DTYPE_CODES:
+        raise fail(
+            op,
+            f"{name} has dtype {x.dtype}; noise needs floating-point values (float16, bfloat16, float32 or "
+            f"float64): convert with {name}.float()",
+            shape=tuple(x.shape),
+            spec=spec_text,
+        )
+
+
+def _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text):
+    if seed is not None:
+        if generator is not None:
+            raise fail(
+                op,
+                "seed and generator both given; give seed=<int> for a fixed draw or generator=<torch.Generator> "
+                "to draw a seed from it, not both",
+                shape=shape,
+                spec=spec_text,
+            )
+        seed = check_u64(seed, name="seed", op=op, shape=shape, spec=spec_text)
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise fail(op, f"generator is {generator!r}; give a torch.Generator (or None)", shape=shape, spec=spec_text)
+    stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
+    batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
+    return seed, stream, batch_offset
+
+
+def _first_index(op, spec: NoiseSpec, batch_offset: int, shape, spec_text, *, batch_axis: int = 0):
+    if not batch_offset:
+        return 0
+    rest = math.prod(spec.shape[batch_axis + 1 :])
+    j0 = spec.first_index(batch_offset) if batch_axis == 0 else batch_offset * rest
+    if isinstance(j0, int) and j0 + math.prod(spec.shape) > _I64_MAX:
+        raise fail(
+            op,
+            f"batch_offset {batch_offset} puts the mask's global indices past 2**63; use a smaller offset",
+            shape=shape,
+            spec=spec_text,
+        )
+    return j0
+
+
+def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, device) -> Tensor:
+    """The int64 ``[seed, stream]`` key on ``device``; a ``None`` seed is drawn from ``generator``.
+
+    Without a generator the seed comes from torch's default CPU generator, so ``torch.manual_seed``
+    fixes it (and the mask is the same on every device).
+    """
+    if seed is None:
+        gen_device = generator.device if generator is not None else "cpu"
+        key = torch.randint(-(1 << 63), _I64_MAX, (2,), dtype=torch.int64, device=gen_device, generator=generator)
+        key[1] = _signed(stream)
+    else:
+        key = torch.tensor([_signed(seed), _signed(stream)], dtype=torch.int64)
+    return key.to(device)
+
+
+def share_axis(spec: NoiseSpec, axis: int) -> NoiseSpec:
+    """``spec`` with one draw shared along ``axis`` (used to give a whole batch one mask)."""
+    if axis >= len(spec.shape):
+        return spec
+    shape = list(spec.shape)
+    shared = list(spec.shared)
+    shape[axis], shared[axis] = 1, True
+    return NoiseSpec(spec.input_shape, tuple(shape), tuple(shared))
+
+
+# ---------------------------------------------------------------------------------------------
+# engines shared with the modules
+
+
+def zeros_with_grad(x: Tensor) -> Tensor:
+    """Zeros shaped like ``x`` with a zero gradient (also where ``x`` holds ``nan`` or ``inf``)."""
+    return torch.where(torch.zeros((), dtype=torch.bool, device=x.device), x, 0.0)
+
+
+def bernoulli_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, scale: float, inplace: bool = False):
+    """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0."""
+    if t == 0:
+        y = zeros_with_grad(x)
+    elif spec.full and x.is_contiguous():
+        y = _DROPOUT_FULL(x, key, j0, t, scale, _ops.SAVE_BITS)[0]
+    else:
+        y = _APPLY_MASK(x, _KEEP_MASK(key, list(spec.shape), j0, t), scale)
+    return x.copy_(y) if inplace else y
+
+
+def alpha_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, inplace: bool = False):
+    """Alpha dropout with the keep mask of ``spec``: ``a * x + b`` where kept, ``a * alpha' + b`` where dropped."""
+    if t == 0:
+        y = zeros_with_grad(x)
+    else:
+        q = t / 65536.0  # the realised keep probability
+        a = (q * (1.0 + (1.0 - q) * SELU_ALPHA_P**2)) ** -0.5
+        b = -a * SELU_ALPHA_P * (1.0 - q)
+        keep = _KEEP_MASK(key, list(spec.shape), j0, t).bool()
+        y = torch.where(keep, x * a + b, a * SELU_ALPHA_P + b)
+    return x.copy_(y) if inplace else y
+
+
+def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, sigma: float) -> Tensor:
+    """``x * (1 + sigma * z)`` with ``z`` standard normal at the noise shape."""
+    return _GAUSSIAN_MUL(x, key, list(spec.shape), j0, sigma)
+
+
+def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, stddev: float) -> Tensor:
+    """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
+    z = _NORMAL(key, list(spec.shape), j0, x.dtype == torch.float64)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return (x.float() + z.mul_(stddev)).to(x.dtype)
+    return x + z.mul_(stddev)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout and its fixed-shape forms
+
+
+def _bernoulli(
+    op,
+    x,
+    p,
+    noise_shape,
+    broadcast_dims,
+    *,
+    training,
+    inplace,
+    seed,
+    stream,
+    batch_offset,
+    generator,
+    scale_by_keep=True,
+    batch_axis=0,
+):
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    _check_tensor(op, x, spec_text)
+    shape = tuple(x.shape)
+    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    if not training or p == 0.0:
+        return x
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text, batch_axis=batch_axis)
+    t = _rng.threshold(p)
+    scale = _rng.keep_scale(t) if scale_by_keep else 1.0
+    return bernoulli_apply(x, spec, draw_key(seed, stream, generator, x.device), j0, t, scale, inplace)
+
+
+def dropout(
+    x: Tensor,
+    p: float = 0.5,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    training: bool = True,
+    inplace: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Dropout (Srivastava et al., 2014) with a Keras ``noise_shape`` or Flax ``broadcast_dims``.
+
+    The keep mask is drawn at the noise shape (``None``: an independent draw along the axis, ``1``:
+    one draw shared along it) and broadcast; kept values are scaled by the inverse of the realised
+    keep probability, dropped values become exactly 0 (also ``nan`` and ``inf``).
+
+    >>> import torch
+    >>> x = torch.ones(2, 3, 4)
+    >>> y = dropout(x, 0.5, noise_shape=(None, 1, None), seed=0)
+    >>> sorted(set(y.flatten().tolist()))        # kept values are scaled by 1 / 0.5
+    [0.0, 2.0]
+    >>> bool((y == y[:, :1, :]).all())            # the same features are dropped at every step
+    True
+    >>> part = dropout(x[1:], 0.5, noise_shape=(None, 1, None), seed=0, batch_offset=1)
+    >>> torch.equal(part, y[1:])                  # a micro-batch reproduces the whole batch's masks
+    True
+    >>> dropout(x, 0.5, training=False) is x
+    True
+    """
+    return _bernoulli(
+        "noiseshape.torch.dropout",
+        x,
+        p,
+        noise_shape,
+        broadcast_dims,
+        training=training,
+        inplace=inplace,
+        seed=seed,
+        stream=stream,
+        batch_offset=batch_offset,
+        generator=generator,
+    )
+
+
+def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tuple:
+    """The noise shape of spatial dropout: one draw per (sample, channel)."""
+    if data_format not in ("channels_first", "channels_last"):
+        raise fail(
+            op,
+            f"data_format is {data_format!r}; give 'channels_first' (N, C, ...) or 'channels_last' (N, ..., C)",
+            shape=tuple(x.shape) if isinstance(x, Tensor) else None,
+        )
+    _check_tensor(op, x)
+    if x.dim() != dims + 2:
+        axes = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
+        layout = f"(N, C, {axes})" if data_format == "channels_first" else f"(N, {axes}, C)"
+        raise fail(
+            op,
+            f"x has {x.dim()} axes but {dims}-d spatial dropout needs {dims + 2}, {layout}; "
+            "add the batch axis with x.unsqueeze(0), or use the spatial dropout of your input's rank",
+            shape=tuple(x.shape),
+        )
+    if data_format == "channels_first":
+        return (None, None) + (1,) * dims
+    return (None,) + (1,) * dims + (None,)
+
+
+def _spatial(dims):
+    name = f"spatial_dropout{dims}d"
+    layout = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
+
+    def fn(
+        x: Tensor,
+        p: float = 0.5,
+        data_format: str = "channels_first",
+        *,
+        training: bool = True,
+        inplace: bool = False,
+        seed: int | None = None,
+        stream: int = 0,
+        batch_offset: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        op = f"noiseshape.torch.{name}"
+        noise_shape = spatial_noise_shape(op, x, dims, data_format)
+        return _bernoulli(
+            op,
+            x,
+            p,
+            noise_shape,
+            None,
+            training=training,
+            inplace=inplace,
+            seed=seed,
+            stream=stream,
+            batch_offset=batch_offset,
+            generator=generator,
+        )
+
+    fn.__name__ = fn.__qualname__ = name
+    example_shape = {1: "(2, 3, 5)", 2: "(2, 3, 5, 5)", 3: "(2, 3, 4, 4, 4)"}[dims]
+    reduce_axes = tuple(range(2, dims + 2))
+    fn.__doc__ = f"""Spatial dropout (Tompson et al., 2015) of ({layout}) feature maps: one draw per (sample, channel).
+
+    ``x`` must have exactly {dims + 2} axes, (N, C, {layout}) with ``data_format="channels_first"`` or
+    (N, {layout}, C) with ``"channels_last"``; no layout is guessed from the rank.
+
+    >>> import torch
+    >>> y = {name}(torch.ones{example_shape}, 0.5, seed=1)
+    >>> bool((y.amax(dim={reduce_axes}) == y.amin(dim={reduce_axes})).all())   # whole channels kept or dropped
+    True
+    """
+    return fn
+
+
+spatial_dropout1d = _spatial(1)
+spatial_dropout2d = _spatial(2)
+spatial_dropout3d = _spatial(3)
+
+
+def locked_noise_shape(op: str, x: Tensor, batch_first: bool) -> tuple:
+    """The noise shape of locked dropout: one draw per (sequence, feature), shared over time."""
+    _check_tensor(op, x)
+    if x.dim() < 2:
+        raise fail(
+            op,
+            f"x has {x.dim()} ax{'i' if x.dim() == 1 else 'e'}s; locked dropout needs a batch and a time axis, "
+            + ("(N, T, ...) with batch_first=True" if batch_first else "(T, N, ...) with batch_first=False"),
+            shape=tuple(x.shape),
+        )
+    rest = (None,) * (x.dim() - 2)
+    return (None, 1, *rest) if batch_first else (1, None, *rest)
+
+
+def locked_dropout(
+    x: Tensor,
+    p: float = 0.5,
+    batch_first: bool = True,
+    *,
+    training: bool = True,
+    inplace: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Locked (variational) dropout of sequences (Gal & Ghahramani, 2016): one mask per sequence, reused at every step.
+
+    ``x`` is (N, T, ...) with ``batch_first=True`` and (T, N, ...) otherwise. The mask of a sequence
+    does not depend on the layout: the same seed drops the same features of sequence ``n`` either way.
+
+    >>> import torch
+    >>> y = locked_dropout(torch.ones(2, 7, 5), 0.5, seed=0)
+    >>> bool((y == y[:, :1]).all())                    # the same mask at every time step
+    True
+    >>> z = locked_dropout(torch.ones(7, 2, 5), 0.5, batch_first=False, seed=0)
+    >>> torch.equal(z.transpose(0, 1), y)              # time-major gives the same masks
+    True
+    """
+    op = "noiseshape.torch.locked_dropout"
+    return _bernoulli(
+        op,
+        x,
+        p,
+        locked_noise_shape(op, x, batch_first),
+        None,
+        training=training,
+        inplace=inplace,
+        seed=seed,
+        stream=stream,
+        batch_offset=batch_offset,
+        generator=generator,
+        batch_axis=0 if batch_first else 1,
+    )
+
+
+def drop_path_noise_shape(op: str, x: Tensor) -> tuple:
+    """The noise shape of stochastic depth: one draw per sample."""
+    _check_tensor(op, x)
+    if x.dim() < 1:
+        raise fail(op, "x is a scalar; drop path needs a batch axis (N, ...)", shape=tuple(x.shape))
+    return (None,) + (1,) * (x.dim() - 1)
+
+
+def drop_path(
+    x: Tensor,
+    p: float = 0.0,
+    training: bool = True,
+    scale_by_keep: bool = True,
+    *,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Stochastic depth (Huang et al., 2016): drop the whole residual branch of a sample with probability ``p``.
+
+    Kept samples are scaled by ``1 / (1 - p)`` (the realised keep probability) unless ``scale_by_keep=False``.
+
+    >>> import torch
+    >>> y = drop_path(torch.ones(8, 3, 4), 0.5, seed=3)
+    >>> [sorted(set(s.flatten().tolist())) in ([0.0], [2.0]) for s in y] == [True] * 8   # whole samples
+    True
+    """
+    op = "noiseshape.torch.drop_path"
+    return _bernoulli(
+        op,
+        x,
+        p,
+        drop_path_noise_shape(op, x),
+        None,
+        training=training,
+        inplace=False,
+        seed=seed,
+        stream=stream,
+        batch_offset=batch_offset,
+        generator=generator,
+        scale_by_keep=bool(scale_by_keep),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SELU-preserving and Gaussian noise
+
+
+def _alpha(op, x, p, noise_shape, broadcast_dims, training, inplace, seed, stream, batch_offset, generator):
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    _check_tensor(op, x, spec_text)
+    shape = tuple(x.shape)
+    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    if not training or p == 0.0:
+        return x
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    key = draw_key(seed, stream, generator, x.device)
+    return alpha_apply(x, spec, key, j0, _rng.threshold(p), inplace)
+
+
+def alpha_dropout(
+    x: Tensor,
+    p: float = 0.5,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    training: bool = True,
+    inplace: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Alpha dropout (Klambauer et al., 2017): keeps zero mean and unit variance for SELU networks.
+
+    Dropped values are set to SELU's saturation value ``alpha' = -scale * alpha`` and the result is
+    mapped by ``a * y + b`` with ``a = (q (1 + (1 - q) alpha'^2))^(-1/2)`` and ``b = -a alpha' (1 - q)``,
+    ``q`` the realised keep probability (the Keras and PyTorch formula). ``p = 1`` gives zeros.
+
+    >>> import torch
+    >>> x = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> y = alpha_dropout(x, 0.2, seed=0)
+    >>> abs(y.mean().item()) < 0.02, abs(y.std().item() - 1) < 0.02
+    (True, True)
+    """
+    return _alpha(
+        "noiseshape.torch.alpha_dropout",
+        x,
+        p,
+        noise_shape,
+        broadcast_dims,
+        training,
+        inplace,
+        seed,
+        stream,
+        batch_offset,
+        generator,
+    )
+
+
+def feature_noise_shape(op: str, x: Tensor) -> tuple:
+    """One draw per (sample, channel) of an (N, C, ...) tensor."""
+    _check_tensor(op, x)
+    if x.dim() < 2:
+        raise fail(op, f"x has {x.dim()} axes; feature dropout needs (N, C, ...)", shape=tuple(x.shape))
+    return (None, None) + (1,) * (x.dim() - 2)
+
+
+def feature_alpha_dropout(
+    x: Tensor,
+    p: float = 0.5,
+    *,
+    training: bool = True,
+    inplace: bool = False,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Alpha dropout (Klambauer et al., 2017) of whole channels of an (N, C, ...) tensor.
+
+    >>> import torch
+    >>> y = feature_alpha_dropout(torch.ones(4, 6, 5), 0.5, seed=0)
+    >>> bool((y == y[..., :1]).all())
+    True
+    """
+    op = "noiseshape.torch.feature_alpha_dropout"
+    return _alpha(op, x, p, feature_noise_shape(op, x), None, training, inplace, seed, stream, batch_offset, generator)
+
+
+def check_gaussian_rate(p, op: str, shape=None, spec=None) -> float:
+    p = check_rate(p, op=op, name="p", shape=shape, spec=spec)
+    if p == 1.0:
+        raise fail(
+            op,
+            "p is 1.0: Gaussian dropout multiplies by N(1, p / (1 - p)), whose variance is infinite at p = 1; "
+            "use p < 1 (or dropout(x, 1.0) for zeros)",
+            shape=shape,
+            spec=spec,
+        )
+    return p
+
+
+def gaussian_dropout(
+    x: Tensor,
+    p: float = 0.5,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    training: bool = True,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Gaussian dropout (Srivastava et al., 2014): multiply by ``N(1, p / (1 - p))`` noise drawn at the noise shape.
+
+    The variance matches Bernoulli dropout of rate ``p``; ``p = 1`` is an error (infinite variance).
+    Backward redraws the noise from the seed instead of keeping it.
+
+    >>> import torch
+    >>> y = gaussian_dropout(torch.ones(100_000, dtype=torch.float64), 0.5, seed=0)
+    >>> abs(y.mean().item() - 1) < 0.02, abs(y.var().item() - 1) < 0.03    # p / (1 - p) = 1
+    (True, True)
+    """
+    op = "noiseshape.torch.gaussian_dropout"
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    _check_tensor(op, x, spec_text)
+    shape = tuple(x.shape)
+    p = check_gaussian_rate(p, op, shape, spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    if not training or p == 0.0:
+        return x
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    key = draw_key(seed, stream, generator, x.device)
+    return gaussian_mul_apply(x, spec, key, j0, math.sqrt(p / (1.0 - p)))
+
+
+def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
+    if (
+        isinstance(stddev, bool)
+        or not isinstance(stddev, numbers.Real)
+        or not math.isfinite(float(stddev))
+        or (float(stddev) < 0)
+    ):
+        raise fail(
+            op,
+            f"stddev is {stddev!r}; give a finite non-negative real number, the standard deviation of the noise",
+            shape=shape,
+            spec=spec,
+        )
+    return float(stddev)
+
+
+def gaussian_noise(
+    x: Tensor,
+    stddev: float,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    training: bool = True,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Additive Gaussian noise ``x + stddev * z``, ``z`` standard normal drawn at the noise shape.
+
+    >>> import torch
+    >>> y = gaussian_noise(torch.zeros(4, 1000), 0.5, noise_shape=(1, None), seed=0)
+    >>> bool((y == y[:1]).all()), abs(y.std().item() - 0.5) < 0.05
+    (True, True)
+    """
+    op = "noiseshape.torch.gaussian_noise"
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    _check_tensor(op, x, spec_text)
+    shape = tuple(x.shape)
+    stddev = check_stddev(stddev, op, shape, spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    if not training or stddev == 0.0:
+        return x
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    key = draw_key(seed, stream, generator, x.device)
+    return gaussian_add_apply(x, spec, key, j0, stddev)
+
+
+# ---------------------------------------------------------------------------------------------
+# weights and regions
+
+
+def embedding_dropout(
+    input: Tensor,
+    weight: Tensor,
+    p: float = 0.1,
+    padding_idx: int | None = None,
+    *,
+    training: bool = True,
+    seed: int | None = None,
+    stream: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Embedding lookup with whole rows of ``weight`` dropped (Merity et al., 2017; Gal & Ghahramani, 2016).
+
+    Dropping a row drops every occurrence of that word in the batch; the other rows are scaled by
+    the inverse of the realised keep probability.
+
+    >>> import torch
+    >>> w = torch.ones(10, 3)
+    >>> e = embedding_dropout(torch.tensor([[1, 2, 1]]), w, 0.5, seed=0)
+    >>> torch.equal(e[0, 0], e[0, 2])                 # the same word is dropped everywhere or nowhere
+    True
+    """
+    op = "noiseshape.torch.embedding_dropout"
+    _check_tensor(op, weight, name="weight")
+    shape = tuple(weight.shape)
+    p = check_rate(p, op=op, name="p", shape=shape)
+    if weight.dim() != 2:
+        raise fail(op, f"weight has {weight.dim()} axes; an embedding matrix is (num_embeddings, dim)", shape=shape)
+    seed, stream, _ = _check_seed(op, seed, stream, 0, generator, shape, None)
+    if training and p > 0.0:
+        spec = resolve(shape, (None, 1), op=op)
+        t = _rng.threshold(p)
+        weight = bernoulli_apply(
+            weight, spec, draw_key(seed, stream, generator, weight.device), 0, t, _rng.keep_scale(t)
+        )
+    return F.embedding(input, weight, padding_idx)
+
+
+def block_centres_rate(op: str, p: float, block_size: int, height, width, shape) -> float:
+    """The Bernoulli rate ``gamma`` of block centres that drops about ``p`` of the units (Ghiasi et al., 2018)."""
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
+        raise fail(op, f"block_size is {block_size!r}; give a positive integer", shape=shape)
+    if block_size > height or block_size > width:
+        raise fail(
+            op,
+            f"block_size is {block_size} but the feature map is {_fmt((height, width))}; "
+            f"use block_size <= {min(height, width)}",
+            shape=shape,
+        )
+    valid = (height - block_size + 1) * (width - block_size + 1)
+    return min(1.0, p / block_size**2 * (height * width) / valid)
+
+
+def block_apply(x: Tensor, key: Tensor, j0, p: float, block_size: int, gamma: float, share_batch: bool = False):
+    """DropBlock with centres drawn from ``key``; the kept units are rescaled by count / kept."""
+    if _rng.threshold(p) == 0:
+        return zeros_with_grad(x)
+    n, c, h, w = x.shape
+    centres = _KEEP_MASK(
+        key, [1 if share_batch else n, c, h - block_size + 1, w - block_size + 1], j0, round(gamma * 65536.0)
+    )
+    pad = block_size - 1
+    blocks = F.max_pool2d(F.pad(centres.float(), (pad, pad, pad, pad)), block_size, stride=1)
+    keep = blocks == 0
+    scale = keep.numel() / keep.sum().clamp_min(1)
+    return torch.where(keep, x * scale.to(x.dtype), 0.0)
+
+
+def drop_block2d(
+    x: Tensor,
+    p: float = 0.1,
+    block_size: int = 7,
+    *,
+    training: bool = True,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DropBlock (Ghiasi et al., 2018): drop contiguous ``block_size`` x ``block_size`` regions of (N, C, H, W) maps.
+
+    Block corners are drawn with rate ``gamma = p / block_size**2 * H W / ((H - block_size + 1) (W - block_size + 1))``
+    on the same counter-based generator as dropout; kept units are rescaled by ``count / kept``.
+
+    >>> import torch
+    >>> y = drop_block2d(torch.ones(1, 1, 12, 12), 0.3, 3, seed=0)
+    >>> dropped = (y == 0).nonzero()[0]                 # some dropped unit ...
+    >>> r, c = dropped[2].item(), dropped[3].item()
+    >>> bool((y[0, 0, r:r + 3, c:c + 3] == 0).all())    # ... is the corner of a dropped 3 x 3 block
+    True
+    """
+    op = "noiseshape.torch.drop_block2d"
+    _check_tensor(op, x)
+    shape = tuple(x.shape)
+    p = check_rate(p, op=op, name="p", shape=shape)
+    if x.dim() != 4:
+        raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=shape)
+    gamma = block_centres_rate(op, p, block_size, shape[2], shape[3], shape)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, None)
+    if not training or p == 0.0:
+        return x
+    inner = math.prod(shape[1:2]) * (shape[2] - block_size + 1) * (shape[3] - block_size + 1)
+    j0 = batch_offset * inner
+    return block_apply(x, draw_key(seed, stream, generator, x.device), j0, p, int(block_size), gamma)
+
+
+# ---------------------------------------------------------------------------------------------
+# the mask itself
+
+
+def keep_mask(
+    shape,
+    p: float = 0.5,
+    noise_shape=None,
+    *,
+    broadcast_dims=None,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> Tensor:
+    """The reduced keep mask (bool, at the noise shape) that :func:`dropout` applies to an input of ``shape``.
+
+    >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
+    >>> tuple(m.shape), m.dtype
+    ((2, 1, 4), torch.bool)
+    >>> from noiseshape import _rng
+    >>> bool((m.numpy() == _rng.keep_flags((2, 1, 4), 0, 0, _rng.threshold(0.5))).all())   # the reference mask
+    True
+    """
+    op = "noiseshape.torch.keep_mask"
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers", spec=spec_text) from None
+    if any(s < 0 for s in shape):
+        raise fail(op, f"shape is {shape!r}; sizes cannot be negative", spec=spec_text)
+    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = draw_key(seed, stream, generator, device)
+    return _KEEP_MASK(key, list(spec.shape), j0, _rng.threshold(p)).bool()

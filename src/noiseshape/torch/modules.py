@@ -1,0 +1,449 @@
+"""Module forms of the shaped-noise family: thin wrappers over :mod:`noiseshape.torch.functional`.
+
+Every layer follows ``self.training`` (in eval mode it returns its input unchanged, at no cost).
+With ``seed=None`` each training call draws a fresh seed from torch's default CPU generator; with
+``seed=<int>`` the layer owns a stream counter (the buffer ``rng_key = [seed, stream]``) that
+advances once per training call and is saved in ``state_dict``, so a resumed run continues with the
+masks it would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import _rng
+from .._errors import fail
+from .._spec import _fmt, check_rate, check_u64, resolve
+from . import functional as nf
+
+__all__ = [
+    "AlphaDropout",
+    "DropBlock2d",
+    "DropPath",
+    "Dropout",
+    "EmbeddingDropout",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "LockedDropout",
+    "SpatialDropout1d",
+    "SpatialDropout2d",
+    "SpatialDropout3d",
+    "WeightDropout",
+]
+
+
+class _NoiseLayer(nn.Module):
+    """Shared machinery: seed and stream counter, the noise shape of a call, ``extra_repr``."""
+
+    #: the axis of the batch in the input (where ``share_batch`` puts a single draw)
+    batch_axis = 0
+
+    def __init__(self, *, seed: int | None = None, noise_shape=None, broadcast_dims=None):
+        super().__init__()
+        op = self._op()
+        if noise_shape is not None and broadcast_dims is not None:
+            resolve((), noise_shape, broadcast_dims, op=op)  # raises the standard error
+        self.noise_shape = _as_tuple(noise_shape, "noise_shape", op)
+        self.broadcast_dims = (
+            broadcast_dims
+            if broadcast_dims is None or isinstance(broadcast_dims, int)
+            else _as_tuple(broadcast_dims, "broadcast_dims", op)
+        )
+        self.seed = None if seed is None else check_u64(seed, name="seed", op=op)
+        if self.seed is not None:
+            self.register_buffer("rng_key", torch.tensor([nf._signed(self.seed), 0], dtype=torch.int64))
+        #: one draw shared across the batch axis (set by :func:`noiseshape.torch.mc_dropout`)
+        self.share_batch = False
+
+    @classmethod
+    def _op(cls) -> str:
+        return f"noiseshape.torch.{cls.__name__}"
+
+    def next_key(self, device) -> Tensor:
+        """The key of this call; advances the stream counter of a seeded layer."""
+        if self.seed is None:
+            return nf.draw_key(None, 0, None, device)
+        key = self.rng_key.clone()
+        self.rng_key[1] += 1
+        return key.to(device)
+
+    def _noise_args(self, x: Tensor):
+        return self.noise_shape, self.broadcast_dims
+
+    def _batch_axis(self) -> int:
+        return self.batch_axis
+
+    def spec(self, x: Tensor):
+        """The resolved noise spec of a call on ``x``."""
+        noise_shape, broadcast_dims = self._noise_args(x)
+        spec = resolve(tuple(x.shape), noise_shape, broadcast_dims, op=self._op())
+        return nf.share_axis(spec, self._batch_axis()) if self.share_batch else spec
+
+    def _repr_args(self) -> list[str]:
+        return []
+
+    def extra_repr(self) -> str:
+        args = self._repr_args()
+        if self.noise_shape is not None:
+            args.append(f"noise_shape={_fmt(self.noise_shape)}")
+        if self.broadcast_dims is not None:
+            args.append(f"broadcast_dims={_fmt(self.broadcast_dims)}")
+        if getattr(self, "inplace", False):
+            args.append("inplace=True")
+        if self.seed is not None:
+            args.append(f"seed={self.seed}")
+        return ", ".join(args)
+
+
+def _as_tuple(value, name, op):
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise fail(op, f"{name} is {value!r}; give a tuple, e.g. {name}=(None, 1, None)", spec=f"{name}={value!r}")
+    return tuple(value)
+
+
+class _Rate(_NoiseLayer):
+    """A layer with a drop probability ``p``."""
+
+    def __init__(self, p, *, inplace=False, **kwargs):
+        super().__init__(**kwargs)
+        self.p = check_rate(p, op=self._op(), name="p")
+        self.inplace = bool(inplace)
+
+    def _repr_args(self):
+        return [f"p={self.p!r}"]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        nf._check_tensor(self._op(), x)
+        spec = self.spec(x)
+        return self._apply(x, spec, self.next_key(x.device), _rng.threshold(self.p))
+
+    def _apply(self, x, spec, key, t):
+        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t), self.inplace)
+
+
+class Dropout(_Rate):
+    """Dropout (Srivastava et al., 2014) with a Keras ``noise_shape`` or Flax ``broadcast_dims``, any batch size.
+
+    >>> import torch
+    >>> drop = Dropout(0.5, noise_shape=(None, 64, 1, 1))
+    >>> drop
+    Dropout(p=0.5, noise_shape=(None, 64, 1, 1))
+    >>> y = drop(torch.ones(3, 64, 5, 1))
+    >>> bool((y == y[:, :, :1]).all())             # whole channels are kept or dropped
+    True
+    >>> drop.eval()(torch.ones(1)) .tolist()       # eval mode: the input, unchanged
+    [1.0]
+    """
+
+    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+        super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
+
+
+class _Spatial(_Rate):
+    dims = 0
+
+    def __init__(self, p: float = 0.5, data_format: str = "channels_first", *, inplace=False, seed=None):
+        super().__init__(p, inplace=inplace, seed=seed)
+        if data_format not in ("channels_first", "channels_last"):
+            raise fail(
+                self._op(),
+                f"data_format is {data_format!r}; give 'channels_first' (N, C, ...) or 'channels_last' (N, ..., C)",
+            )
+        self.data_format = data_format
+
+    def _noise_args(self, x):
+        return nf.spatial_noise_shape(self._op(), x, self.dims, self.data_format), None
+
+    def _repr_args(self):
+        args = super()._repr_args()
+        if self.data_format != "channels_first":
+            args.append(f"data_format={self.data_format!r}")
+        return args
+
+
+class SpatialDropout1d(_Spatial):
+    """Spatial dropout (Tompson et al., 2015) of (N, C, L) inputs (or (N, L, C), ``channels_last``): whole channels.
+
+    >>> import torch
+    >>> y = SpatialDropout1d(0.5)(torch.ones(4, 8, 10))
+    >>> bool((y == y[..., :1]).all())
+    True
+    """
+
+    dims = 1
+
+
+class SpatialDropout2d(_Spatial):
+    """Spatial dropout (Tompson et al., 2015) of (N, C, H, W) inputs (or (N, H, W, C)): whole feature maps.
+
+    >>> import torch
+    >>> SpatialDropout2d(0.2, data_format="channels_last")
+    SpatialDropout2d(p=0.2, data_format='channels_last')
+    >>> y = SpatialDropout2d(0.5, data_format="channels_last")(torch.ones(2, 5, 5, 8))
+    >>> bool((y == y[:, :1, :1, :]).all())
+    True
+    """
+
+    dims = 2
+
+
+class SpatialDropout3d(_Spatial):
+    """Spatial dropout (Tompson et al., 2015) of (N, C, D, H, W) inputs (or (N, D, H, W, C)): whole volumes.
+
+    >>> import torch
+    >>> y = SpatialDropout3d(0.5)(torch.ones(2, 4, 3, 3, 3))
+    >>> bool((y == y[:, :, :1, :1, :1]).all())
+    True
+    """
+
+    dims = 3
+
+
+class LockedDropout(_Rate):
+    """Locked (variational) dropout (Gal & Ghahramani, 2016): one mask per sequence, reused at every step.
+
+    Inputs are (N, T, ...) with ``batch_first=True`` and (T, N, ...) otherwise.
+
+    >>> import torch
+    >>> y = LockedDropout(0.5)(torch.ones(2, 9, 4))
+    >>> bool((y == y[:, :1]).all())
+    True
+    """
+
+    def __init__(self, p: float = 0.5, batch_first: bool = True, *, inplace=False, seed=None):
+        super().__init__(p, inplace=inplace, seed=seed)
+        self.batch_first = bool(batch_first)
+
+    def _noise_args(self, x):
+        return nf.locked_noise_shape(self._op(), x, self.batch_first), None
+
+    def _batch_axis(self):
+        return 0 if self.batch_first else 1
+
+    def _repr_args(self):
+        return super()._repr_args() + ([] if self.batch_first else ["batch_first=False"])
+
+
+class DropPath(_Rate):
+    """Stochastic depth (Huang et al., 2016): drops a sample's whole residual branch with probability ``p``.
+
+    >>> import torch
+    >>> block = DropPath(0.5)
+    >>> y = block(torch.ones(16, 4))
+    >>> all(row.unique().numel() == 1 for row in y)   # each sample is kept (x 2) or dropped whole
+    True
+    """
+
+    def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed=None):
+        super().__init__(p, seed=seed)
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def _noise_args(self, x):
+        return nf.drop_path_noise_shape(self._op(), x), None
+
+    def _apply(self, x, spec, key, t):
+        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
+
+    def _repr_args(self):
+        return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
+
+
+class AlphaDropout(_Rate):
+    """Alpha dropout (Klambauer et al., 2017) for self-normalising (SELU) networks, with a noise shape.
+
+    >>> import torch
+    >>> AlphaDropout(0.1, noise_shape=(None, 1))
+    AlphaDropout(p=0.1, noise_shape=(None, 1))
+    """
+
+    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+        super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
+
+    def _apply(self, x, spec, key, t):
+        return nf.alpha_apply(x, spec, key, 0, t, self.inplace)
+
+
+class FeatureAlphaDropout(AlphaDropout):
+    """Alpha dropout (Klambauer et al., 2017) of whole channels of (N, C, ...) inputs.
+
+    >>> import torch
+    >>> y = FeatureAlphaDropout(0.5)(torch.ones(2, 6, 7))
+    >>> bool((y == y[..., :1]).all())
+    True
+    """
+
+    def __init__(self, p: float = 0.5, *, inplace=False, seed=None):
+        super().__init__(p, inplace=inplace, seed=seed)
+
+    def _noise_args(self, x):
+        return nf.feature_noise_shape(self._op(), x), None
+
+
+class GaussianDropout(_Rate):
+    """Gaussian dropout (Srivastava et al., 2014): multiplicative ``N(1, p / (1 - p))`` noise; ``p = 1`` is an error.
+
+    >>> GaussianDropout(0.2, noise_shape=(None, 1, None))
+    GaussianDropout(p=0.2, noise_shape=(None, 1, None))
+    """
+
+    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+        super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
+        nf.check_gaussian_rate(self.p, self._op())
+
+    def _apply(self, x, spec, key, t):
+        return nf.gaussian_mul_apply(x, spec, key, 0, math.sqrt(self.p / (1.0 - self.p)))
+
+
+class GaussianNoise(_NoiseLayer):
+    """Additive Gaussian noise ``x + stddev * z`` drawn at the noise shape (a regulariser, on in training only).
+
+    >>> import torch
+    >>> GaussianNoise(0.1)
+    GaussianNoise(stddev=0.1)
+    >>> GaussianNoise(0.1).eval()(torch.zeros(3)).tolist()
+    [0.0, 0.0, 0.0]
+    """
+
+    def __init__(self, stddev: float, noise_shape=None, *, broadcast_dims=None, seed=None):
+        super().__init__(seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
+        self.stddev = nf.check_stddev(stddev, self._op())
+
+    def _repr_args(self):
+        return [f"stddev={self.stddev!r}"]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.stddev == 0.0:
+            return x
+        nf._check_tensor(self._op(), x)
+        return nf.gaussian_add_apply(x, self.spec(x), self.next_key(x.device), 0, self.stddev)
+
+
+class DropBlock2d(_Rate):
+    """DropBlock (Ghiasi et al., 2018): drops contiguous ``block_size`` x ``block_size`` regions of (N, C, H, W) maps.
+
+    >>> import torch
+    >>> DropBlock2d(0.1, 5)
+    DropBlock2d(p=0.1, block_size=5)
+    >>> y = DropBlock2d(0.2, 3, seed=0)(torch.ones(2, 4, 16, 16))
+    >>> tuple(y.shape)
+    (2, 4, 16, 16)
+    """
+
+    def __init__(self, p: float = 0.1, block_size: int = 7, *, seed=None):
+        super().__init__(p, seed=seed)
+        nf.block_centres_rate(self._op(), self.p, block_size, block_size, block_size, None)
+        self.block_size = int(block_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        op = self._op()
+        nf._check_tensor(op, x)
+        if x.dim() != 4:
+            raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=tuple(x.shape))
+        gamma = nf.block_centres_rate(op, self.p, self.block_size, x.shape[2], x.shape[3], tuple(x.shape))
+        return nf.block_apply(x, self.next_key(x.device), 0, self.p, self.block_size, gamma, self.share_batch)
+
+    def _repr_args(self):
+        return [*super()._repr_args(), f"block_size={self.block_size}"]
+
+
+class EmbeddingDropout(_Rate):
+    """Word-level embedding dropout (Merity et al., 2017; Gal & Ghahramani, 2016): drops whole rows of the weight.
+
+    Wraps an ``nn.Embedding``; the other rows are scaled by the inverse keep probability.
+
+    >>> import torch
+    >>> emb = EmbeddingDropout(torch.nn.Embedding(10, 3), 0.5, seed=0)
+    >>> e = emb(torch.tensor([[4, 4, 7]]))
+    >>> torch.equal(e[0, 0], e[0, 1])
+    True
+    """
+
+    def __init__(self, embedding: nn.Embedding, p: float = 0.1, *, seed=None):
+        super().__init__(p, seed=seed)
+        op = self._op()
+        if not isinstance(embedding, nn.Embedding):
+            raise fail(op, f"embedding is a {type(embedding).__name__}; give a torch.nn.Embedding")
+        if embedding.sparse or embedding.max_norm is not None:
+            raise fail(
+                op,
+                "embedding has sparse=True or max_norm set; the dropped weight is a new dense tensor, so give an "
+                "nn.Embedding with sparse=False and max_norm=None",
+            )
+        self.embedding = embedding
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return self.embedding(input)
+        weight = self.embedding.weight
+        t = _rng.threshold(self.p)
+        spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
+        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight.device), 0, t, _rng.keep_scale(t))
+        e = self.embedding
+        return torch.nn.functional.embedding(input, dropped, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq)
+
+    def extra_repr(self):
+        return super().extra_repr()
+
+
+class WeightDropout(_Rate):
+    """DropConnect (Wan et al., 2013) on named parameters of any module, as in AWD-LSTM (Merity et al., 2017).
+
+    In training each call runs the module with dropped copies of the parameters ``names`` (the
+    parameters themselves are untouched); ``noise_shape`` is over the weight's axes, e.g. ``(1, None)``
+    drops whole input columns of a Linear weight. Off in eval mode.
+
+    >>> import torch
+    >>> lin = WeightDropout(torch.nn.Linear(4, 3, bias=False), "weight", 0.5, noise_shape=(1, None), seed=0)
+    >>> with torch.no_grad():
+    ...     _ = lin.module.weight.fill_(1.0)
+    >>> y = lin(torch.eye(4))                   # row i: column i of the dropped weight
+    >>> bool((y == y[:, :1]).all())             # whole input columns kept (x 2) or dropped
+    True
+    """
+
+    def __init__(self, module: nn.Module, names, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+        super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
+        op = self._op()
+        if not isinstance(module, nn.Module):
+            raise fail(op, f"module is a {type(module).__name__}; give a torch.nn.Module")
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise fail(op, "names is empty; give the parameter names to drop, e.g. 'weight_hh_l0'")
+        own = dict(module.named_parameters())
+        for name in names:
+            if name not in own:
+                known = ", ".join(sorted(own)) or "none"
+                raise fail(op, f"module has no parameter {name!r}; its parameters are: {known}")
+        self.module = module
+        self.names = names
+
+    def _repr_args(self):
+        return [f"names={self.names!r}", *super()._repr_args()]
+
+    def forward(self, *args, **kwargs):
+        if not self.training or self.p == 0.0:
+            return self.module(*args, **kwargs)
+        op = self._op()
+        t = _rng.threshold(self.p)
+        scale = _rng.keep_scale(t)
+        params = {}
+        key = None
+        j0 = 0
+        for name in self.names:
+            w = self.module.get_parameter(name)
+            if key is None:
+                key = self.next_key(w.device)
+            spec = resolve(tuple(w.shape), self.noise_shape, self.broadcast_dims, op=op)
+            params[name] = nf.bernoulli_apply(w, spec, key, j0, t, scale)
+            j0 += math.prod(spec.shape)
+        return torch.func.functional_call(self.module, params, args, kwargs)
