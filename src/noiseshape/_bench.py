@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -42,30 +43,78 @@ def _cases(shape, rate):
     keep = 1.0 - rate
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)
-    shaped = (None, 1, ...) if len(shape) >= 2 else None
-    yield "forward", "floor: x * 2.0 (NumPy)", lambda: lambda: x * 2.0
-    yield "forward", "noiseshape.numpy.dropout", lambda: lambda: nsn.dropout(x, rate, seed=1)
+    shaped = (None, 1, ...)
+    group = "NumPy forward"
+    yield group, "floor: x * 2.0", lambda: lambda: x * 2.0
+    yield group, "noiseshape.numpy.dropout", lambda: lambda: nsn.dropout(x, rate, seed=1)
     yield (
-        "forward",
+        group,
         "noiseshape.numpy.dropout noise_shape=(None, 1, ...)",
         lambda: lambda: nsn.dropout(x, rate, shaped, seed=1),
     )
     yield (
-        "forward",
-        "NumPy x * (rng.random(shape) < keep) / keep",
+        group,
+        "x * (rng.random(shape) < keep) / keep",
         lambda: lambda: x * (rng.random(x.shape, dtype=np.float32) < keep) / np.float32(keep),
     )
     try:
         import torch
     except ImportError:
         return
+    from . import torch as nst
+
     t = torch.from_numpy(x)
-    yield "forward", "torch.nn.functional.dropout", lambda: lambda: torch.nn.functional.dropout(t, rate)
-    try:
-        from .torch import _bench_cases
-    except ImportError:
-        return
-    yield from _bench_cases(x, rate)
+    group = "torch forward"
+    yield group, "floor: x * 2.0", lambda: lambda: t * 2.0
+    yield group, "noiseshape.torch.dropout", lambda: lambda: nst.dropout(t, rate)
+    yield group, "noiseshape.torch.dropout noise_shape=(None, 1, ...)", lambda: lambda: nst.dropout(t, rate, shaped)
+    yield group, "torch.nn.functional.dropout", lambda: lambda: torch.nn.functional.dropout(t, rate)
+
+    leaf = t.clone().requires_grad_()
+    grad = torch.randn_like(t)
+
+    def step(fn):
+        def run_step():
+            leaf.grad = None
+            fn(leaf).backward(grad)
+
+        return run_step
+
+    group = "torch forward+backward"
+    yield group, "floor: y = x * 2; y.backward(g)", lambda: step(lambda v: v * 2.0)
+    yield group, "noiseshape.torch.dropout", lambda: step(lambda v: nst.dropout(v, rate))
+    yield (
+        group,
+        "noiseshape.torch.dropout noise_shape=(None, 1, ...)",
+        lambda: step(lambda v: nst.dropout(v, rate, shaped)),
+    )
+    yield group, "torch.nn.functional.dropout", lambda: step(lambda v: torch.nn.functional.dropout(v, rate))
+
+
+def saved_bytes(shape=(64, 128, 512), rate=0.1) -> list[tuple[str, int]]:
+    """Bytes that autograd keeps for backward, per case (``saved_tensors_hooks``)."""
+    import torch
+
+    from . import torch as nst
+
+    x = torch.randn(shape, requires_grad=True)
+    cases = [
+        ("noiseshape.torch.dropout", lambda v: nst.dropout(v, rate)),
+        ("noiseshape.torch.dropout noise_shape=(None, 1, ...)", lambda v: nst.dropout(v, rate, (None, 1, ...))),
+        ("torch.nn.functional.dropout", lambda v: torch.nn.functional.dropout(v, rate)),
+    ]
+    out = []
+    for name, fn in cases:
+        sizes: list[int] = []
+
+        def pack(tensor, sizes=sizes):
+            sizes.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            fn(x)
+        out.append((name, sum(sizes)))
+    return out
 
 
 def run(shape=(64, 128, 512), rate=0.1, repeats=30, progress: Callable[[str], None] | None = None) -> list[Row]:
@@ -135,7 +184,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
     print(f"machine: {machine()}")
     print(table(rows))
+    result = {"shape": shape, "rate": args.rate, "machine": machine(), "rows": rows}
+    for group, ours, peer in [
+        ("torch forward", "noiseshape.torch.dropout", "torch.nn.functional.dropout"),
+        ("NumPy forward", "noiseshape.numpy.dropout", "x * (rng.random(shape) < keep) / keep"),
+    ]:
+        times = {r["name"]: r["median_ms"] for r in rows if r["group"] == group}
+        if ours in times and peer in times:
+            print(f"{group}: {ours} is {times[peer] / times[ours]:.1f}x faster than {peer}")
+    try:
+        saved = saved_bytes(shape, args.rate)
+    except ImportError:
+        saved = []
+    if saved:
+        print("\n| saved for backward | bytes | bytes per element |\n|---|---:|---:|")
+        n = math.prod(shape)
+        for name, size in saved:
+            print(f"| {name} | {size:,} | {size / n:.4g} |")
+        result["saved_bytes"] = dict(saved)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"shape": shape, "rate": args.rate, "machine": machine(), "rows": rows}, f, indent=2)
+            json.dump(result, f, indent=2)
     return 0
