@@ -835,6 +835,85 @@ static void *helper_main(void *p) {
     job_release(p);
     return NULL;
 }
+
+/* A pool of helper threads that live as long as the process and sleep between
+ * jobs, so a call pays a wake-up instead of a thread start.  One caller at a
+ * time offers its job to the pool (others start helpers of their own, as
+ * above).  A helper takes a reference to the offered job under pool_mu, and the
+ * caller withdraws the offer under pool_mu before dropping its own reference,
+ * so a helper that wakes late finds either a live job or none. */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static ns_job *pool_job;     /* the job on offer, or NULL */
+static unsigned long pool_gen; /* bumped for every offer */
+static int pool_offers;      /* helpers the offered job still wants */
+static int pool_size;        /* helpers started */
+static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void *pool_main(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&pool_mu);
+    unsigned long seen = pool_gen;
+    for (;;) {
+        while (pool_gen == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+        seen = pool_gen;
+        ns_job *j = pool_job;
+        if (!j || pool_offers <= 0) continue;
+        pool_offers--;
+        atomic_fetch_add(&j->refs, 1);
+        pthread_mutex_unlock(&pool_mu);
+        job_work(j);
+        job_release(j);
+        pthread_mutex_lock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* In a child process after fork() the helpers do not exist: start afresh. */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_cv, NULL);
+    pool_job = NULL;
+    pool_offers = 0;
+    pool_size = 0;
+    atomic_flag_clear(&pool_busy);
+}
+
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+/* Offers j to `want` pool helpers (starting missing ones); returns 0 if the
+ * pool is in use by another caller. */
+static int pool_offer(ns_job *j, int want) {
+    if (atomic_flag_test_and_set(&pool_busy)) return 0;
+    pthread_once(&pool_once, pool_init);
+    pthread_mutex_lock(&pool_mu);
+    while (pool_size < want) {
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) != 0) break;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, (size_t)1 << 20);
+        pthread_t th;
+        int rc = pthread_create(&th, &attr, pool_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pool_size++;
+    }
+    pool_job = j;
+    pool_offers = want;
+    pool_gen++;
+    pthread_cond_broadcast(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    return 1;
+}
+
+static void pool_withdraw(void) {
+    pthread_mutex_lock(&pool_mu);
+    pool_job = NULL;
+    pool_offers = 0;
+    pthread_mutex_unlock(&pool_mu);
+    atomic_flag_clear(&pool_busy);
+}
 #endif
 
 /* Runs fn over [0, n) on up to nthreads threads (the caller included), in
@@ -863,25 +942,29 @@ static void parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, in
         atomic_init(&j->refs, 1);
         pthread_mutex_init(&j->mu, NULL);
         pthread_cond_init(&j->cv, NULL);
-        pthread_attr_t attr;
-        int attr_ok = pthread_attr_init(&attr) == 0;
-        if (attr_ok) {
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            pthread_attr_setstacksize(&attr, (size_t)1 << 20);
-        }
-        for (int64_t i = 1; i < nt && attr_ok; i++) {
-            pthread_t th;
-            atomic_fetch_add(&j->refs, 1);
-            if (pthread_create(&th, &attr, helper_main, j) != 0) {
-                atomic_fetch_sub(&j->refs, 1);
-                break;
+        int pooled = pool_offer(j, (int)(nt - 1));
+        if (!pooled) {
+            pthread_attr_t attr;
+            int attr_ok = pthread_attr_init(&attr) == 0;
+            if (attr_ok) {
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                pthread_attr_setstacksize(&attr, (size_t)1 << 20);
             }
+            for (int64_t i = 1; i < nt && attr_ok; i++) {
+                pthread_t th;
+                atomic_fetch_add(&j->refs, 1);
+                if (pthread_create(&th, &attr, helper_main, j) != 0) {
+                    atomic_fetch_sub(&j->refs, 1);
+                    break;
+                }
+            }
+            if (attr_ok) pthread_attr_destroy(&attr);
         }
-        if (attr_ok) pthread_attr_destroy(&attr);
         job_work(j);
         pthread_mutex_lock(&j->mu);
         while (atomic_load(&j->done) < j->nchunks) pthread_cond_wait(&j->cv, &j->mu);
         pthread_mutex_unlock(&j->mu);
+        if (pooled) pool_withdraw();
         job_release(j);
         return;
     }

@@ -15,23 +15,29 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["Row", "main", "measure", "run"]
+__all__ = ["Row", "main", "run", "saved_bytes"]
 
 
 class Row(dict):
     """One benchmark result: ``name``, ``median_ms`` and ``ratio`` (to the floor of its group)."""
 
 
-def measure(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def steady_allocator() -> bool:
+    """Keep freed memory in the process (glibc): every case then reuses warm pages, as a training loop does.
+
+    Without it, whether a 16 MB result lands on fresh pages (thousands of page faults) depends on
+    what the previous case freed, which swamps the differences being measured. Returns whether the
+    allocator could be told (glibc only).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def _cases(shape, rate):
@@ -117,14 +123,36 @@ def saved_bytes(shape=(64, 128, 512), rate=0.1) -> list[tuple[str, int]]:
     return out
 
 
-def run(shape=(64, 128, 512), rate=0.1, repeats=30, progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Measure every case and return the rows, each with its ratio to its group's floor."""
-    rows: list[Row] = []
-    floors: dict[str, float] = {}
+def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], None] | None = None) -> list[Row]:
+    """Measure every case and return the rows, each with its ratio to its group's floor.
+
+    Each case runs in bursts of ``burst`` consecutive calls (the steady state of a training loop, where
+    the allocator hands back the buffer it just freed), and the bursts of all cases take turns, so a
+    slow spell of a busy machine lands on every case alike instead of on whichever case it met.
+    """
+    burst = 10
+    cases = []
     for group, name, setup in _cases(shape, rate):
         if progress:
-            progress(name)
-        ms = measure(setup(), repeats)
+            progress(f"preparing {name}")
+        fn = setup()
+        for _ in range(3):  # warm-up: first-touch page faults, lazy initialisation
+            fn()
+        cases.append((group, name, fn, []))
+    rounds = max(1, -(-repeats // burst))
+    for r in range(rounds):
+        if progress:
+            progress(f"round {r + 1} of {rounds}")
+        for _, _, fn, times in cases:
+            fn()  # the first call of a burst may meet a cold allocator
+            for _ in range(min(burst, repeats - r * burst)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+    rows: list[Row] = []
+    floors: dict[str, float] = {}
+    for group, name, _, times in cases:
+        ms = statistics.median(times) * 1e3
         floors.setdefault(group, ms)
         rows.append(Row(group=group, name=name, median_ms=ms, ratio=ms / floors[group]))
     return rows
@@ -165,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="noiseshape bench", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="64,128,512", help="input shape, comma separated (default 64,128,512)")
     parser.add_argument("--rate", type=float, default=0.1, help="drop rate (default 0.1)")
-    parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (default 30)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per case (default 50)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave the allocator as it is (results then include page faults of fresh buffers)",
+    )
     args = parser.parse_args(argv)
     try:
         shape = tuple(int(s) for s in args.shape.split(","))
@@ -180,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
 
+    steady = False if args.default_malloc else steady_allocator()
     rows = run(shape, args.rate, args.repeats, progress)
     print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")
     print(table(rows))
-    result = {"shape": shape, "rate": args.rate, "machine": machine(), "rows": rows}
+    result = {"shape": shape, "rate": args.rate, "machine": machine(), "steady_allocator": steady, "rows": rows}
     for group, ours, peer in [
         ("torch forward", "noiseshape.torch.dropout", "torch.nn.functional.dropout"),
         ("NumPy forward", "noiseshape.numpy.dropout", "x * (rng.random(shape) < keep) / keep"),

@@ -1,4 +1,4 @@
-"""The ``noiseshape::*`` custom ops: C-core kernels on CPU, the pure-torch contract elsewhere.
+"""The ``noiseshape::*`` custom ops: C-core kernels on CPU, Triton kernels on CUDA, the pure-torch contract elsewhere.
 
 Every op is a :func:`torch.library.custom_op` with a fake (meta) kernel and, where it is
 differentiable, a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through
@@ -7,8 +7,9 @@ host synchronisation happens in traced code.
 
 What backward keeps:
 
-* ``dropout_full`` (contiguous full-shape dropout) keeps the packed keep mask, 1 bit per element,
-  or only the key when ``SAVE_BITS`` is false (backward then recomputes the mask);
+* ``dropout_full`` (contiguous full-shape dropout) keeps only the key: backward recomputes the mask,
+  which measured as fast as reading a saved one (set ``SAVE_BITS`` to keep the packed keep mask,
+  1 bit per element, on CPU instead);
 * ``apply_mask`` keeps the mask at its reduced (noise) shape, 1 byte per mask element;
 * ``gaussian_mul`` keeps only the key: backward redraws the noise.
 """
@@ -27,10 +28,13 @@ _U64 = (1 << 64) - 1
 
 #: Force the pure-torch path on CPU tensors too (tests compare both paths bit for bit).
 FORCE_TORCH = False
-#: Full-shape dropout keeps a 1-bit packed mask for backward (True) or recomputes it from the key.
-SAVE_BITS = True
+#: Route CPU tensors through the Triton kernels too (tests run them in Triton's interpreter).
+FORCE_TRITON = False
+#: Full-shape dropout on CPU keeps a 1-bit packed mask for backward (True) or recomputes it from the key.
+SAVE_BITS = False
 
 _core_module = None
+_triton_module = None
 
 
 def core_for(device: torch.device):
@@ -45,6 +49,18 @@ def core_for(device: torch.device):
             _core = False
         _core_module = _core
     return _core_module or None
+
+
+def triton_for(device: torch.device):
+    """The Triton kernels when they serve ``device`` (CUDA with Triton installed, or forced), else None."""
+    global _triton_module
+    if FORCE_TORCH or not (device.type == "cuda" or (FORCE_TRITON and device.type == "cpu")):
+        return None
+    if _triton_module is None:
+        from . import _triton
+
+        _triton_module = _triton
+    return _triton_module if _triton_module.available() else None
 
 
 _SMALL = 1 << 15  # below this many elements one thread does the work (results never depend on it)
@@ -90,9 +106,12 @@ def keep_mask(key: Tensor, shape: list[int], j0: int, t: int) -> Tensor:
     if n == 0:
         return mask
     core = core_for(key.device)
+    tr = triton_for(key.device)
     if core is not None:
         seed, stream = _key_ints(key)
         core.keep_mask(mask.data_ptr(), n, seed, stream, j0, t, _threads(n))
+    elif tr is not None:
+        return tr.keep_mask(n, key, j0, t).view(mask.shape)
     else:
         mask.copy_(_philox.keep_flags(key, j0, n, t).view(mask.shape))
     return mask
@@ -115,9 +134,12 @@ def normal(key: Tensor, shape: list[int], j0: int, double: bool) -> Tensor:
     if n == 0:
         return out
     core = core_for(key.device)
+    tr = triton_for(key.device)
     if core is not None:
         seed, stream = _key_ints(key)
         core.normal(out.data_ptr(), 1 if double else 0, n, seed, stream, j0, _threads(n))
+    elif tr is not None:
+        return tr.normal(n, key, j0, dtype).view(out.shape)
     else:
         out.copy_(_philox.normals(key, j0, n, dtype).view(out.shape))
     return out
@@ -179,12 +201,15 @@ def dropout_full(x: Tensor, key: Tensor, j0: int, t: int, scale: float, save_bit
     if n == 0:
         return y, bits
     core = core_for(x.device)
+    tr = triton_for(x.device)
     if core is not None:
         seed, stream = _key_ints(key)
         bits_ptr = bits.data_ptr() if save_bits else 0
         core.dropout(
             DTYPE_CODES[x.dtype], x.data_ptr(), y.data_ptr(), n, seed, stream, j0, t, scale, bits_ptr, _threads(n)
         )
+    elif tr is not None and not save_bits:
+        y = tr.dropout_fwd(x, key, j0, t, scale)
     else:
         keep = _philox.keep_flags(key, j0, n, t)
         y.copy_(_select(x.reshape(-1), keep, scale).view(x.shape))
@@ -232,6 +257,10 @@ def apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
     if x.numel() == 0:
         return y
     core = core_for(x.device)
+    tr = triton_for(x.device)
+    if tr is not None:
+        out = tr.dropout_bcast_fwd(x, mask, scale)
+        return out if x.is_contiguous() else y.copy_(out)
     if core is not None:
         from .._spec import collapse
 
