@@ -285,3 +285,15 @@ def test_compile_inductor_fullgraph(make):
     assert y.shape == x.shape and x.grad.shape == x.shape
     if isinstance(layer, (nst.Dropout, nst.LockedDropout)):
         assert torch.equal(x.grad == 0, y == 0)
+
+
+def test_dropout_add_is_the_composition_and_checks_its_operands():
+    x, r, b = torch.randn(3, 4, 5), torch.randn(3, 4, 5), torch.randn(5)
+    for noise_shape in (None, (None, 1, None)):
+        y = nst.dropout_add(x, r, 0.4, noise_shape, bias=b, seed=2, stream=3)
+        assert torch.equal(y, r + nst.dropout(x + b, 0.4, noise_shape, seed=2, stream=3))
+    assert torch.equal(nst.dropout_add(x, r, 0.4, bias=b, training=False), r + (x + b))
+    with pytest.raises(NoiseShapeError, match=r"residual has shape \(3, 4\)"):
+        nst.dropout_add(x, r[..., 0], 0.4)
+    with pytest.raises(NoiseShapeError, match=r"bias has shape \(4,\).*give \(5,\) elements"):
+        nst.dropout_add(x, r, 0.4, bias=torch.randn(4))

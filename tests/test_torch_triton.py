@@ -67,3 +67,36 @@ def test_noise_layers_match_the_c_core():
 def test_keep_mask_matches_the_c_core():
     c, t = _both(lambda: nst.keep_mask((7, 3, 9), 0.5, (None, 1, None), seed=3, batch_offset=2))
     assert torch.equal(c, t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_dropout_add_matches_the_composition(monkeypatch, dtype, with_bias):
+    gen = torch.Generator().manual_seed(0)
+    x, r, g = (torch.randn(4, 5, 33, generator=gen).to(dtype) for _ in range(3))
+    b = torch.randn(33, generator=gen).to(dtype)
+    from noiseshape.torch import _triton
+
+    fused_calls = []
+    real = _triton.dropout_add
+    monkeypatch.setattr(_triton, "dropout_add", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+
+    def run():
+        xs, rs = x.clone().requires_grad_(), r.clone().requires_grad_()
+        bs = b.clone().requires_grad_() if with_bias else None
+        y = nst.dropout_add(xs, rs, 0.3, bias=bs, seed=9, stream=1)
+        y.backward(g)
+        return y.detach(), xs.grad, rs.grad, bs.grad if with_bias else None
+
+    composed, fused = _both(run)
+    assert fused_calls == [1]  # the Triton path ran the one fused kernel
+    for a, c in zip(composed, fused):
+        if a is None:
+            assert c is None
+        else:
+            assert torch.equal(a.view(torch.uint8), c.view(torch.uint8))
+    y, gx, gr, _ = composed
+    assert torch.equal(gr, g)  # the residual's gradient passes through
+    dropped = gx == 0
+    assert dropped.any() and not dropped.all()
+    assert torch.equal(y[dropped], r[dropped])  # where x is dropped only the residual remains

@@ -11,7 +11,8 @@ What backward keeps:
   which measured as fast as reading a saved one (set ``SAVE_BITS`` to keep the packed keep mask,
   1 bit per element, on CPU instead);
 * ``apply_mask`` keeps the mask at its reduced (noise) shape, 1 byte per mask element;
-* ``gaussian_mul`` keeps only the key: backward redraws the noise.
+* ``gaussian_mul`` keeps only the key: backward redraws the noise;
+* ``dropout_add`` (``residual + dropout(x + bias)``) keeps only the key.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from torch import Tensor
 
 from . import _philox
 
-__all__ = ["DTYPE_CODES", "apply_bits", "apply_mask", "dropout_full", "gaussian_mul", "keep_mask", "normal"]
+__all__ = [
+    "DTYPE_CODES",
+    "apply_bits",
+    "apply_mask",
+    "dropout_add",
+    "dropout_full",
+    "gaussian_mul",
+    "keep_mask",
+    "normal",
+]
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _U64 = (1 << 64) - 1
@@ -339,3 +349,37 @@ def _gaussian_mul_backward(ctx, grad):
 
 
 gaussian_mul.register_autograd(_gaussian_mul_backward, setup_context=_gaussian_mul_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout_add: residual + dropout(x + bias) over the full shape, one pass on CUDA; backward recomputes the mask
+
+
+@torch.library.custom_op("noiseshape::dropout_add", mutates_args=())
+def dropout_add(x: Tensor, residual: Tensor, bias: Tensor | None, key: Tensor, j0: int, t: int, scale: float) -> Tensor:
+    tr = triton_for(x.device)
+    if tr is not None:
+        return tr.dropout_add(x, residual, key, j0, t, scale, bias=bias)
+    h = x if bias is None else x + bias
+    return residual.contiguous() + dropout_full(h, key, j0, t, scale, False)[0]
+
+
+@dropout_add.register_fake
+def _(x, residual, bias, key, j0, t, scale):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _dropout_add_setup(ctx, inputs, output):
+    _, _, bias, key, j0, t, scale = inputs
+    ctx.save_for_backward(key)
+    ctx.j0, ctx.t, ctx.scale, ctx.has_bias = j0, t, scale, bias is not None
+
+
+def _dropout_add_backward(ctx, grad):
+    (key,) = ctx.saved_tensors
+    gx = dropout_full(grad, key, ctx.j0, ctx.t, ctx.scale, False)[0]
+    gb = gx.reshape(-1, gx.shape[-1]).sum(0) if ctx.has_bias else None
+    return gx, grad, gb, None, None, None, None
+
+
+dropout_add.register_autograd(_dropout_add_backward, setup_context=_dropout_add_setup)

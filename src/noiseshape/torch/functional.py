@@ -27,6 +27,7 @@ __all__ = [
     "drop_block2d",
     "drop_path",
     "dropout",
+    "dropout_add",
     "embedding_dropout",
     "feature_alpha_dropout",
     "gaussian_dropout",
@@ -43,6 +44,7 @@ _DROPOUT_FULL = torch.ops.noiseshape.dropout_full.default
 _APPLY_MASK = torch.ops.noiseshape.apply_mask.default
 _NORMAL = torch.ops.noiseshape.normal.default
 _GAUSSIAN_MUL = torch.ops.noiseshape.gaussian_mul.default
+_DROPOUT_ADD = torch.ops.noiseshape.dropout_add.default
 
 #: SELU's negative saturation value, ``-scale * alpha`` (Klambauer et al., 2017).
 SELU_ALPHA_P = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
@@ -254,6 +256,71 @@ def dropout(
         batch_offset=batch_offset,
         generator=generator,
     )
+
+
+def dropout_add(
+    x: Tensor,
+    residual: Tensor,
+    p: float = 0.5,
+    noise_shape=None,
+    *,
+    bias: Tensor | None = None,
+    broadcast_dims=None,
+    training: bool = True,
+    seed: int | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``residual + dropout(x + bias)``: the residual connection of a transformer block.
+
+    On CUDA with Triton the full-shape form runs as one kernel (one read of ``x``, ``residual`` and
+    ``bias``, one write) and backward recomputes the mask from the seed; elsewhere, and with a noise
+    shape, it is the composition, bit for bit the same. ``bias`` has ``x.shape[-1]`` elements.
+
+    >>> import torch
+    >>> x, r = torch.ones(2, 3, 4), torch.full((2, 3, 4), 10.0)
+    >>> y = dropout_add(x, r, 0.5, seed=0)
+    >>> sorted(set(y.flatten().tolist()))             # dropped: 10; kept: 10 + 1 / 0.5
+    [10.0, 12.0]
+    >>> torch.equal(y, r + dropout(x, 0.5, seed=0))
+    True
+    """
+    op = "noiseshape.torch.dropout_add"
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    _check_tensor(op, x, spec_text)
+    _check_tensor(op, residual, spec_text, name="residual")
+    shape = tuple(x.shape)
+    if residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+        raise fail(
+            op,
+            f"residual has shape {tuple(residual.shape)} ({residual.dtype}, {residual.device}) but x has "
+            f"{shape} ({x.dtype}, {x.device}); give a residual of the same shape, dtype and device",
+            shape=shape,
+            spec=spec_text,
+        )
+    if bias is not None:
+        _check_tensor(op, bias, spec_text, name="bias")
+        if x.dim() == 0 or tuple(bias.shape) != shape[-1:] or bias.dtype != x.dtype:
+            raise fail(
+                op,
+                f"bias has shape {tuple(bias.shape)} ({bias.dtype}); give {shape[-1:]} elements of {x.dtype}, "
+                "one per entry of the last axis",
+                shape=shape,
+                spec=spec_text,
+            )
+    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    h = x if bias is None else x + bias
+    if not training or p == 0.0:
+        return residual + h
+    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    t = _rng.threshold(p)
+    key = draw_key(seed, stream, generator, x.device)
+    if t and spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None:
+        return _DROPOUT_ADD(x, residual, bias, key, j0, t, _rng.keep_scale(t))
+    return residual + bernoulli_apply(h, spec, key, j0, t, _rng.keep_scale(t))
 
 
 def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tuple:
