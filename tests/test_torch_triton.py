@@ -100,3 +100,19 @@ def test_fused_dropout_add_matches_the_composition(monkeypatch, dtype, with_bias
     dropped = gx == 0
     assert dropped.any() and not dropped.all()
     assert torch.equal(y[dropped], r[dropped])  # where x is dropped only the residual remains
+
+
+def test_fused_dropout_add_compiles_fullgraph(monkeypatch):
+    monkeypatch.setattr(_ops, "FORCE_TRITON", True)
+    torch._dynamo.reset()
+    x, r, b = torch.randn(6, 40), torch.randn(6, 40), torch.randn(40)
+
+    def block(x, r, b):
+        return nst.dropout_add(x, r, 0.25, bias=b, seed=4)
+
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    xs = x.clone().requires_grad_()
+    y = compiled(xs, r, b)
+    assert torch.equal(y, block(x, r, b))
+    y.sum().backward()
+    assert torch.equal(xs.grad == 0, y.detach() == r)  # no gradient exactly where x was dropped
