@@ -60,7 +60,6 @@ __all__ = [
     "keep_mask",
     "make_key",
     "normal",
-    "register",
     "shaped_dropout",
 ]
 
@@ -380,15 +379,9 @@ if tl is not None:
 
 
 def _launch(name: str, grid, *args, **meta):
-    """Launch ``<name>_kernel`` through ``torch.library.wrap_triton`` where it exists (``triton_op`` bodies trace)."""
+    """Launch ``<name>_kernel`` (the custom ops of ``_ops.py`` call the launchers, so tracing never sees this)."""
     _require()
-    kernel = globals()[f"{name}_kernel"]
-    try:
-        from torch.library import wrap_triton
-    except ImportError:  # torch < 2.6: eager launches only
-        kernel[grid](*args, **meta)
-    else:
-        wrap_triton(kernel)[grid](*args, **meta)
+    globals()[f"{name}_kernel"][grid](*args, **meta)
 
 
 def _blocks(per: int) -> int:
@@ -700,133 +693,3 @@ def shaped_dropout(
     key = _as_key(key, x.device)
     mask = keep_mask(math.prod(shape), key, j0, t).view(shape)
     return dropout_bcast_fwd(x, mask, scale, residual=residual, bias=bias), mask
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# torch.library registration
-
-_REGISTERED: dict[str, dict] = {}
-
-
-def register(namespace: str = "noiseshape_triton") -> dict:
-    """Define the kernels as ``torch.library.triton_op`` operators ``<namespace>::<name>`` and return them by name.
-
-    Call it from the device-aware op layer once a CUDA device and Triton are present (never at import): the ops are
-    traceable by ``torch.compile(fullgraph=True)`` (Inductor sees the kernels) and capture into CUDA graphs, as the key
-    is a device tensor read by the kernels. Differentiable ops get autograd formulas that keep only the key (full
-    shape: the mask is recomputed) or the reduced mask. Idempotent per namespace.
-
-    ==================  ==============================================  ==========================================
-    op                  arguments                                       backward keeps
-    ==================  ==============================================  ==========================================
-    ``keep_mask``       ``key, n, j0, t``                               (not differentiable)
-    ``normal``          ``key, n, j0, double``                          (not differentiable)
-    ``dropout``         ``x, key, j0, t, scale``                        key
-    ``dropout_add``     ``x, residual, bias?, key, j0, t, scale``       key
-    ``alpha_dropout``   ``x, key, j0, t``                               key
-    ``gaussian``        ``x, key, j0, sigma``                           key
-    ``apply_mask``      ``x, mask, scale``                              the reduced mask
-    ==================  ==============================================  ==========================================
-    """
-    _require()
-    if namespace in _REGISTERED:
-        return _REGISTERED[namespace]
-    from torch.library import triton_op
-
-    def name(op: str) -> str:
-        return f"{namespace}::{op}"
-
-    @triton_op(name("keep_mask"), mutates_args=())
-    def keep_mask_op(key: Tensor, n: int, j0: int, t: int) -> Tensor:
-        return keep_mask(n, key, j0, t)
-
-    @triton_op(name("normal"), mutates_args=())
-    def normal_op(key: Tensor, n: int, j0: int, double: bool) -> Tensor:
-        return normal(n, key, j0, torch.float64 if double else torch.float32)
-
-    @triton_op(name("dropout"), mutates_args=())
-    def dropout_op(x: Tensor, key: Tensor, j0: int, t: int, scale: float) -> Tensor:
-        return dropout_fwd(x, key, j0, t, scale)
-
-    def dropout_setup(ctx, inputs, output):
-        _, key, ctx.j0, ctx.t, ctx.scale = inputs
-        ctx.save_for_backward(key)
-
-    def dropout_backward(ctx, grad):
-        (key,) = ctx.saved_tensors
-        return dropout_op(grad, key, ctx.j0, ctx.t, ctx.scale), None, None, None, None
-
-    dropout_op.register_autograd(dropout_backward, setup_context=dropout_setup)
-
-    @triton_op(name("dropout_add"), mutates_args=())
-    def dropout_add_op(
-        x: Tensor, residual: Tensor, bias: Tensor | None, key: Tensor, j0: int, t: int, scale: float
-    ) -> Tensor:
-        return dropout_add(x, residual, key, j0, t, scale, bias=bias)
-
-    def dropout_add_setup(ctx, inputs, output):
-        _, _, bias, key, ctx.j0, ctx.t, ctx.scale = inputs
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(key)
-
-    def dropout_add_backward(ctx, grad):
-        (key,) = ctx.saved_tensors
-        gx = dropout_op(grad, key, ctx.j0, ctx.t, ctx.scale)
-        gb = gx.reshape(-1, gx.shape[-1]).sum(0) if ctx.has_bias else None
-        return gx, grad, gb, None, None, None, None
-
-    dropout_add_op.register_autograd(dropout_add_backward, setup_context=dropout_add_setup)
-
-    @triton_op(name("alpha_dropout"), mutates_args=())
-    def alpha_op(x: Tensor, key: Tensor, j0: int, t: int) -> Tensor:
-        return alpha_dropout_fwd(x, key, j0, t)
-
-    def alpha_setup(ctx, inputs, output):
-        _, key, ctx.j0, ctx.t = inputs
-        ctx.save_for_backward(key)
-
-    def alpha_backward(ctx, grad):
-        (key,) = ctx.saved_tensors
-        return dropout_op(grad, key, ctx.j0, ctx.t, alpha_coefficients(ctx.t)[0]), None, None, None
-
-    alpha_op.register_autograd(alpha_backward, setup_context=alpha_setup)
-
-    @triton_op(name("gaussian"), mutates_args=())
-    def gaussian_op(x: Tensor, key: Tensor, j0: int, sigma: float) -> Tensor:
-        return gaussian_dropout_fwd(x, key, j0, sigma)
-
-    def gaussian_setup(ctx, inputs, output):
-        _, key, ctx.j0, ctx.sigma = inputs
-        ctx.save_for_backward(key)
-
-    def gaussian_backward(ctx, grad):
-        (key,) = ctx.saved_tensors
-        return gaussian_op(grad, key, ctx.j0, ctx.sigma), None, None, None
-
-    gaussian_op.register_autograd(gaussian_backward, setup_context=gaussian_setup)
-
-    @triton_op(name("apply_mask"), mutates_args=())
-    def apply_mask_op(x: Tensor, mask: Tensor, scale: float) -> Tensor:
-        return dropout_bcast_fwd(x, mask, scale)
-
-    def apply_mask_setup(ctx, inputs, output):
-        _, mask, ctx.scale = inputs
-        ctx.save_for_backward(mask)
-
-    def apply_mask_backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return apply_mask_op(grad, mask, ctx.scale), None, None
-
-    apply_mask_op.register_autograd(apply_mask_backward, setup_context=apply_mask_setup)
-
-    ops = {
-        "keep_mask": keep_mask_op,
-        "normal": normal_op,
-        "dropout": dropout_op,
-        "dropout_add": dropout_add_op,
-        "alpha_dropout": alpha_op,
-        "gaussian": gaussian_op,
-        "apply_mask": apply_mask_op,
-    }
-    _REGISTERED[namespace] = ops
-    return ops
