@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         times = {r["name"]: r["median_ms"] for r in rows if r["group"] == group}
         if ours in times and peer in times:
-            print(f"{group}: {ours} is {times[peer] / times[ours]:.1f}x faster than {peer}")
+            print(f"{group}: {peer} takes {times[peer] / times[ours]:.1f}x the time of {ours}")
     try:
         saved = saved_bytes(shape, args.rate)
     except ImportError:
