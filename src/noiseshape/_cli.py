@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 __all__ = ["main"]
@@ -46,11 +47,11 @@ def _demo() -> str:
 
 def _bench(rest: list[str]) -> int:
     try:
-        from . import _bench
+        bench = importlib.import_module(f"{__package__}._bench")
     except ImportError as err:
         sys.stderr.write(f"noiseshape bench is not available: {err}\n")
         return 1
-    return _bench.main(rest)
+    return bench.main(rest)
 
 
 def _parser() -> argparse.ArgumentParser:

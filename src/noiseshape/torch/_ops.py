@@ -184,9 +184,10 @@ def _(x, bits, scale):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _apply_bits_setup(ctx, inputs, output):
-    _, bits, scale = inputs
-    ctx.save_for_backward(bits)
+def _save_mask_and_scale(ctx, inputs, output):
+    """Autograd setup of ``apply_bits`` and ``apply_mask``: both have inputs ``(x, mask, scale)``."""
+    _, mask, scale = inputs
+    ctx.save_for_backward(mask)
     ctx.scale = scale
 
 
@@ -195,7 +196,7 @@ def _apply_bits_backward(ctx, grad):
     return apply_bits(grad, bits, ctx.scale), None, None
 
 
-apply_bits.register_autograd(_apply_bits_backward, setup_context=_apply_bits_setup)
+apply_bits.register_autograd(_apply_bits_backward, setup_context=_save_mask_and_scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,18 +301,12 @@ def _(x, mask, scale):
     return torch.empty_like(x)
 
 
-def _apply_mask_setup(ctx, inputs, output):
-    _, mask, scale = inputs
-    ctx.save_for_backward(mask)
-    ctx.scale = scale
-
-
 def _apply_mask_backward(ctx, grad):
     (mask,) = ctx.saved_tensors
     return apply_mask(grad, mask, ctx.scale), None, None
 
 
-apply_mask.register_autograd(_apply_mask_backward, setup_context=_apply_mask_setup)
+apply_mask.register_autograd(_apply_mask_backward, setup_context=_save_mask_and_scale)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -181,34 +182,54 @@ def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, stddev: floa
 # dropout and its fixed-shape forms
 
 
-def _bernoulli(
+class _Draw(NamedTuple):
+    """What a training call draws its noise with: the checked rate, the noise spec, the key, the first global index."""
+
+    rate: float
+    spec: NoiseSpec
+    key: Tensor
+    j0: int
+
+
+def _check_p(p, op: str, shape=None, spec=None) -> float:
+    return check_rate(p, op=op, name="p", shape=shape, spec=spec)
+
+
+def _prepare(
     op,
     x,
-    p,
+    rate,
     noise_shape,
     broadcast_dims,
-    *,
     training,
-    inplace,
     seed,
     stream,
     batch_offset,
     generator,
-    scale_by_keep=True,
+    *,
+    check=_check_p,
     batch_axis=0,
-):
+) -> _Draw | None:
+    """Check a call on ``x`` (``x``, ``rate`` with ``check``, the noise shape, the seed arguments) and draw its key.
+
+    None when the call leaves ``x`` unchanged (``training=False`` or a zero rate); no seed is drawn then.
+    """
     spec_text = _spec_text(noise_shape, broadcast_dims)
     _check_tensor(op, x, spec_text)
     shape = tuple(x.shape)
-    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
+    rate = check(rate, op, shape, spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op)
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    if not training or p == 0.0:
-        return x
+    if not training or rate == 0.0:
+        return None
     j0 = _first_index(op, spec, batch_offset, shape, spec_text, batch_axis=batch_axis)
-    t = _rng.threshold(p)
-    scale = _rng.keep_scale(t) if scale_by_keep else 1.0
-    return bernoulli_apply(x, spec, draw_key(seed, stream, generator, x.device), j0, t, scale, inplace)
+    return _Draw(rate, spec, draw_key(seed, stream, generator, x.device), j0)
+
+
+def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
+    """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
+    t = _rng.threshold(d.rate)
+    return bernoulli_apply(x, d.spec, d.key, d.j0, t, _rng.keep_scale(t) if scale_by_keep else 1.0, inplace)
 
 
 def dropout(
@@ -243,19 +264,9 @@ def dropout(
     >>> dropout(x, 0.5, training=False) is x
     True
     """
-    return _bernoulli(
-        "noiseshape.torch.dropout",
-        x,
-        p,
-        noise_shape,
-        broadcast_dims,
-        training=training,
-        inplace=inplace,
-        seed=seed,
-        stream=stream,
-        batch_offset=batch_offset,
-        generator=generator,
-    )
+    op = "noiseshape.torch.dropout"
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    return x if d is None else _drop(x, d, inplace)
 
 
 def dropout_add(
@@ -309,18 +320,14 @@ def dropout_add(
                 shape=shape,
                 spec=spec_text,
             )
-    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
     h = x if bias is None else x + bias
-    if not training or p == 0.0:
+    if d is None:
         return residual + h
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
-    t = _rng.threshold(p)
-    key = draw_key(seed, stream, generator, x.device)
-    if t and spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None:
-        return _DROPOUT_ADD(x, residual, bias, key, j0, t, _rng.keep_scale(t))
-    return residual + bernoulli_apply(h, spec, key, j0, t, _rng.keep_scale(t))
+    t = _rng.threshold(d.rate)
+    if t and d.spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None:
+        return _DROPOUT_ADD(x, residual, bias, d.key, d.j0, t, _rng.keep_scale(t))
+    return residual + _drop(h, d)
 
 
 def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tuple:
@@ -364,19 +371,8 @@ def _spatial(dims):
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
         noise_shape = spatial_noise_shape(op, x, dims, data_format)
-        return _bernoulli(
-            op,
-            x,
-            p,
-            noise_shape,
-            None,
-            training=training,
-            inplace=inplace,
-            seed=seed,
-            stream=stream,
-            batch_offset=batch_offset,
-            generator=generator,
-        )
+        d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+        return x if d is None else _drop(x, d, inplace)
 
     fn.__name__ = fn.__qualname__ = name
     example_shape = {1: "(2, 3, 5)", 2: "(2, 3, 5, 5)", 3: "(2, 3, 4, 4, 4)"}[dims]
@@ -439,20 +435,10 @@ def locked_dropout(
     True
     """
     op = "noiseshape.torch.locked_dropout"
-    return _bernoulli(
-        op,
-        x,
-        p,
-        locked_noise_shape(op, x, batch_first),
-        None,
-        training=training,
-        inplace=inplace,
-        seed=seed,
-        stream=stream,
-        batch_offset=batch_offset,
-        generator=generator,
-        batch_axis=0 if batch_first else 1,
-    )
+    noise_shape = locked_noise_shape(op, x, batch_first)
+    axis = 0 if batch_first else 1
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, batch_axis=axis)
+    return x if d is None else _drop(x, d, inplace)
 
 
 def drop_path_noise_shape(op: str, x: Tensor) -> tuple:
@@ -484,38 +470,13 @@ def drop_path(
     True
     """
     op = "noiseshape.torch.drop_path"
-    return _bernoulli(
-        op,
-        x,
-        p,
-        drop_path_noise_shape(op, x),
-        None,
-        training=training,
-        inplace=False,
-        seed=seed,
-        stream=stream,
-        batch_offset=batch_offset,
-        generator=generator,
-        scale_by_keep=bool(scale_by_keep),
-    )
+    noise_shape = drop_path_noise_shape(op, x)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
 
 
 # ---------------------------------------------------------------------------------------------
 # SELU-preserving and Gaussian noise
-
-
-def _alpha(op, x, p, noise_shape, broadcast_dims, training, inplace, seed, stream, batch_offset, generator):
-    spec_text = _spec_text(noise_shape, broadcast_dims)
-    _check_tensor(op, x, spec_text)
-    shape = tuple(x.shape)
-    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    if not training or p == 0.0:
-        return x
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
-    key = draw_key(seed, stream, generator, x.device)
-    return alpha_apply(x, spec, key, j0, _rng.threshold(p), inplace)
 
 
 def alpha_dropout(
@@ -543,19 +504,9 @@ def alpha_dropout(
     >>> abs(y.mean().item()) < 0.02, abs(y.std().item() - 1) < 0.02
     (True, True)
     """
-    return _alpha(
-        "noiseshape.torch.alpha_dropout",
-        x,
-        p,
-        noise_shape,
-        broadcast_dims,
-        training,
-        inplace,
-        seed,
-        stream,
-        batch_offset,
-        generator,
-    )
+    op = "noiseshape.torch.alpha_dropout"
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
 def feature_noise_shape(op: str, x: Tensor) -> tuple:
@@ -585,7 +536,9 @@ def feature_alpha_dropout(
     True
     """
     op = "noiseshape.torch.feature_alpha_dropout"
-    return _alpha(op, x, p, feature_noise_shape(op, x), None, training, inplace, seed, stream, batch_offset, generator)
+    noise_shape = feature_noise_shape(op, x)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
 def check_gaussian_rate(p, op: str, shape=None, spec=None) -> float:
@@ -624,17 +577,11 @@ def gaussian_dropout(
     (True, True)
     """
     op = "noiseshape.torch.gaussian_dropout"
-    spec_text = _spec_text(noise_shape, broadcast_dims)
-    _check_tensor(op, x, spec_text)
-    shape = tuple(x.shape)
-    p = check_gaussian_rate(p, op, shape, spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    if not training or p == 0.0:
+    check = check_gaussian_rate  # p = 1 is an error
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check)
+    if d is None:
         return x
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
-    key = draw_key(seed, stream, generator, x.device)
-    return gaussian_mul_apply(x, spec, key, j0, math.sqrt(p / (1.0 - p)))
+    return gaussian_mul_apply(x, d.spec, d.key, d.j0, math.sqrt(d.rate / (1.0 - d.rate)))
 
 
 def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
@@ -673,17 +620,10 @@ def gaussian_noise(
     (True, True)
     """
     op = "noiseshape.torch.gaussian_noise"
-    spec_text = _spec_text(noise_shape, broadcast_dims)
-    _check_tensor(op, x, spec_text)
-    shape = tuple(x.shape)
-    stddev = check_stddev(stddev, op, shape, spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    if not training or stddev == 0.0:
-        return x
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
-    key = draw_key(seed, stream, generator, x.device)
-    return gaussian_add_apply(x, spec, key, j0, stddev)
+    d = _prepare(
+        op, x, stddev, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check_stddev
+    )
+    return x if d is None else gaussian_add_apply(x, d.spec, d.key, d.j0, d.rate)
 
 
 # ---------------------------------------------------------------------------------------------
