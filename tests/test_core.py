@@ -570,3 +570,56 @@ def test_bad_arguments():
     # zero-size calls are fine even with null pointers
     _core.dropout(0, 0, 0, 0, 0, 0, 0, 100, 1.0, 0, 1)
     _core.apply_mask(0, 0, 0, 0, (3, 0), (0, 1), (0, 1), (0, 1), 1.0, 1)
+
+
+def test_concurrent_callers_share_the_thread_pool_safely():
+    # the kernels release the GIL: callers in several Python threads run at once, one of them on the
+    # pool and the others on threads of their own; every result must still be exact
+    import threading
+
+    n = 300_000
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    expected = {}
+    for seed in range(6):
+        y = np.empty_like(x)
+        _core.dropout(0, x.ctypes.data, y.ctypes.data, n, seed, 0, 0, 40000, 1.5, 0, 1)
+        expected[seed] = y
+    errors = []
+
+    def worker(seed):
+        for _ in range(15):
+            y = np.empty_like(x)
+            _core.dropout(0, x.ctypes.data, y.ctypes.data, n, seed, 0, 0, 40000, 1.5, 0, 2)
+            if not np.array_equal(y.view(np.uint32), expected[seed].view(np.uint32)):
+                errors.append(seed)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_forked_child_runs_the_kernels():
+    # a child forked after the pool started has no pool threads; it must still compute, and correctly
+    n = 200_000
+    x = np.arange(n, dtype=np.float32)
+    parent = np.empty_like(x)
+    _core.dropout(0, x.ctypes.data, parent.ctypes.data, n, 9, 1, 0, 30000, 2.0, 0, 2)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute with two threads and report whether it matches
+        ok = b"0"
+        try:
+            child = np.empty_like(x)
+            _core.dropout(0, x.ctypes.data, child.ctypes.data, n, 9, 1, 0, 30000, 2.0, 0, 2)
+            ok = b"1" if np.array_equal(child, parent) else b"0"
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
