@@ -9,8 +9,9 @@
 >>> model[1]
 Dropout(p=0.1)
 
-Masks are drawn by Philox4x32-10 at the reduced noise shape: on CPU by the C core, elsewhere by a
-pure-torch implementation of the same contract, bit for bit. Every op is a ``torch.library``
+Masks are drawn by Philox4x32-10 at the reduced noise shape: on CPU by the C core, on CUDA by
+Triton kernels (when Triton is installed), elsewhere by a pure-torch implementation of the same
+contract, bit for bit. Every op is a ``torch.library``
 custom op with a fake kernel and a registered autograd formula, so ``torch.compile(fullgraph=True)``
 traces through it; backward recomputes a full-shape mask from its seed and keeps a shared one at
 its reduced shape.
