@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import noiseshape as ns
-from noiseshape import _rng
+from noiseshape import _core, _rng
 from noiseshape.numpy import dropout, keep_mask
 
 
@@ -52,7 +52,7 @@ def test_matches_reference(shape, noise_shape, broadcast_dims, dtype):
 @given(data=st.data())
 def test_matches_reference_property(data):
     ndim = data.draw(st.integers(0, 4))
-    shape = tuple(data.draw(st.lists(st.integers(0, 6), min_size=ndim, max_size=ndim)))
+    shape = tuple(data.draw(st.lists(st.integers(0, 12), min_size=ndim, max_size=ndim)))
     noise = tuple(data.draw(st.sampled_from([None, 1, n])) for n in shape)
     dtype = data.draw(st.sampled_from([np.float16, np.float32, np.float64]))
     rate = data.draw(st.sampled_from([0.05, 0.3, 0.5, 0.99]))
@@ -65,9 +65,18 @@ def test_matches_reference_property(data):
         x = np.asfortranarray(x)
     elif layout == "reversed" and ndim:
         x = np.ascontiguousarray(x[::-1])[::-1]
-    y = dropout(x, rate, noise, seed=seed, stream=stream, batch_offset=offset)
+    isa = data.draw(st.sampled_from(_core.available_isas()))
+    threads = data.draw(st.sampled_from([1, 2, 3]))
+    before = _core.isa()
+    _core.set_isa(isa)
+    ns.set_num_threads(threads)
+    try:
+        y = dropout(x, rate, noise, seed=seed, stream=stream, batch_offset=offset)
+        m = keep_mask(shape, rate, noise, seed=seed, stream=stream, batch_offset=offset)
+    finally:
+        _core.set_isa(before)
+        ns.set_num_threads(None)
     assert_same_bits(y, reference(x, rate, noise, seed=seed, stream=stream, batch_offset=offset))
-    m = keep_mask(shape, rate, noise, seed=seed, stream=stream, batch_offset=offset)
     spec = ns._spec.resolve(shape, noise)
     expected = _rng.keep_flags(
         spec.shape, seed, stream, _rng.threshold(rate), batch_offset=offset, batch_shared=spec.batch_shared
