@@ -139,7 +139,7 @@ class Dropout(_Rate):
     >>> y = drop(torch.ones(3, 64, 5, 1))
     >>> bool((y == y[:, :, :1]).all())             # whole channels are kept or dropped
     True
-    >>> drop.eval()(torch.ones(1)) .tolist()       # eval mode: the input, unchanged
+    >>> drop.eval()(torch.ones(1)).tolist()        # eval mode: the input, unchanged
     [1.0]
     """
 
