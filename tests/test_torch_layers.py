@@ -297,3 +297,8 @@ def test_dropout_add_is_the_composition_and_checks_its_operands():
         nst.dropout_add(x, r[..., 0], 0.4)
     with pytest.raises(NoiseShapeError, match=r"bias has shape \(4,\).*give \(5,\) elements"):
         nst.dropout_add(x, r, 0.4, bias=torch.randn(4))
+
+
+def test_dropout_add_gradcheck():
+    x, r, b = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((3, 4), (3, 4), (4,)))
+    assert torch.autograd.gradcheck(lambda x, r, b: nst.dropout_add(x, r, 0.4, bias=b, seed=5), (x, r, b))

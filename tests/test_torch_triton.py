@@ -116,3 +116,9 @@ def test_fused_dropout_add_compiles_fullgraph(monkeypatch):
     assert torch.equal(y, block(x, r, b))
     y.sum().backward()
     assert torch.equal(xs.grad == 0, y.detach() == r)  # no gradient exactly where x was dropped
+
+
+def test_fused_dropout_add_gradcheck(monkeypatch):
+    monkeypatch.setattr(_ops, "FORCE_TRITON", True)
+    x, r, b = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((3, 8), (3, 8), (8,)))
+    assert torch.autograd.gradcheck(lambda x, r, b: nst.dropout_add(x, r, 0.4, bias=b, seed=5), (x, r, b))
