@@ -30,6 +30,7 @@ __all__ = [
     "dropout_full",
     "gaussian_mul",
     "keep_mask",
+    "make_key",
     "normal",
 ]
 
@@ -82,6 +83,17 @@ def _threads(n: int = _SMALL) -> int:
     from .._threads import get_num_threads
 
     return get_num_threads()
+
+
+def make_key(seed: int, stream: int = 0, device=None) -> Tensor:
+    """The int64 key tensor ``[seed, stream]`` (64-bit unsigned values as two's-complement bit patterns)."""
+    vals = []
+    for name, v in (("seed", seed), ("stream", stream)):
+        v = int(v)
+        if not 0 <= v <= _U64:
+            raise ValueError(f"{name} is {v}; give an integer in [0, 2**64)")
+        vals.append(v - (1 << 64) if v >> 63 else v)
+    return torch.tensor(vals, dtype=torch.int64, device=device)
 
 
 def _key_ints(key: Tensor) -> tuple[int, int]:

@@ -36,6 +36,8 @@ import struct
 import torch
 from torch import Tensor
 
+from ._ops import make_key
+
 try:  # optional: without Triton the module still imports and available() is False
     import triton
     import triton.language as tl
@@ -70,7 +72,6 @@ ALPHA_PRIME = -SELU_LAMBDA * SELU_ALPHA
 
 _MODE_DROPOUT, _MODE_ALPHA, _MODE_GAUSSIAN = 0, 1, 2
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_U64 = (1 << 64) - 1
 
 
 def available() -> bool:
@@ -85,17 +86,6 @@ def _require() -> None:
 
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def make_key(seed: int, stream: int = 0, device=None) -> Tensor:
-    """The int64 key tensor ``[seed, stream]`` (64-bit unsigned values as two's-complement bit patterns)."""
-    vals = []
-    for name, v in (("seed", seed), ("stream", stream)):
-        v = int(v)
-        if not 0 <= v <= _U64:
-            raise ValueError(f"{name} is {v}; give an integer in [0, 2**64)")
-        vals.append(v - (1 << 64) if v >> 63 else v)
-    return torch.tensor(vals, dtype=torch.int64, device=device)
 
 
 def _as_key(key, device) -> Tensor:

@@ -57,10 +57,6 @@ _I64_MAX = (1 << 63) - 1
 # validation and keys
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def _check_tensor(op: str, x, spec_text: str | None = None, name: str = "x") -> None:
     if not isinstance(x, Tensor):
         raise fail(op, f"{name} is a {type(x).__name__}; give a torch.Tensor (torch.as_tensor(...))", spec=spec_text)
@@ -116,10 +112,9 @@ def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, d
     if seed is None:
         gen_device = generator.device if generator is not None else "cpu"
         key = torch.randint(-(1 << 63), _I64_MAX, (2,), dtype=torch.int64, device=gen_device, generator=generator)
-        key[1] = _signed(stream)
-    else:
-        key = torch.tensor([_signed(seed), _signed(stream)], dtype=torch.int64)
-    return key.to(device)
+        key[1] = _ops.make_key(0, stream)[1]
+        return key.to(device)
+    return _ops.make_key(seed, stream, device)
 
 
 def share_axis(spec: NoiseSpec, axis: int) -> NoiseSpec:

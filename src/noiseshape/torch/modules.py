@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .. import _rng
 from .._errors import fail
 from .._spec import _fmt, check_rate, check_u64, resolve
+from . import _ops
 from . import functional as nf
 
 __all__ = [
@@ -55,7 +56,7 @@ class _NoiseLayer(nn.Module):
         )
         self.seed = None if seed is None else check_u64(seed, name="seed", op=op)
         if self.seed is not None:
-            self.register_buffer("rng_key", torch.tensor([nf._signed(self.seed), 0], dtype=torch.int64))
+            self.register_buffer("rng_key", _ops.make_key(self.seed))
         #: one draw shared across the batch axis (set by :func:`noiseshape.torch.mc_dropout`)
         self.share_batch = False
 
