@@ -23,6 +23,24 @@ static inline float f32_from_bits(uint32_t u) {
     return f;
 }
 
+/* Element i of an array at any byte address (memcpy compiles to one plain load
+ * or store; a typed dereference of a misaligned pointer is undefined). */
+static inline float load_f32(const void *base, size_t i) {
+    float v;
+    memcpy(&v, (const char *)base + 4 * i, 4);
+    return v;
+}
+
+static inline void store_u32(void *base, size_t i, uint32_t u) { memcpy((char *)base + 4 * i, &u, 4); }
+
+static inline double load_f64(const void *base, size_t i) {
+    double v;
+    memcpy(&v, (const char *)base + 8 * i, 8);
+    return v;
+}
+
+static inline void store_u64(void *base, size_t i, uint64_t u) { memcpy((char *)base + 8 * i, &u, 8); }
+
 /* IEEE binary16 -> binary32 (exact; NaNs keep sign and payload, quiet bit set). */
 static inline float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

@@ -71,7 +71,11 @@ NS_TARGET_AVX512 static void blocks_avx512(uint16_t *out, uint64_t b0, size_t nb
     }
 }
 
-/* Mask of the low r (0..64) bits. */
+/* Masks and integers convert only through the explicit _cvt* intrinsics
+ * (kmov): an implicit conversion lets a compiler store a 32-bit mask and
+ * reload it as 64 bits (seen with GCC 12 at -O1 with -fsanitize=null).
+ *
+ * Mask of the low r (0..64) bits. */
 static inline uint64_t low_bits(size_t r) { return r >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << r) - 1u); }
 
 NS_TARGET_AVX512 static void l2b_avx512(uint8_t *bits, const uint16_t *lanes, size_t n, uint32_t t) {
@@ -82,17 +86,20 @@ NS_TARGET_AVX512 static void l2b_avx512(uint8_t *bits, const uint16_t *lanes, si
     const __m512i tm1 = _mm512_set1_epi16((short)(uint16_t)(t - 1)); /* lane < t <=> lane <= t - 1 */
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        uint64_t lo = _mm512_cmple_epu16_mask(_mm512_loadu_si512((const void *)(lanes + i)), tm1);
-        uint64_t hi = _mm512_cmple_epu16_mask(_mm512_loadu_si512((const void *)(lanes + i + 32)), tm1);
+        __m512i v0 = _mm512_loadu_si512((const void *)(lanes + i));
+        __m512i v1 = _mm512_loadu_si512((const void *)(lanes + i + 32));
+        uint64_t lo = _cvtmask32_u32(_mm512_cmple_epu16_mask(v0, tm1));
+        uint64_t hi = _cvtmask32_u32(_mm512_cmple_epu16_mask(v1, tm1));
         uint64_t w = lo | hi << 32;
         memcpy(bits + i / 8, &w, 8);
     }
     if (i < n) {
         size_t r = n - i;
         uint64_t lm = low_bits(r);
-        __mmask32 k0 = (__mmask32)lm, k1 = (__mmask32)(lm >> 32);
-        uint64_t lo = _mm512_mask_cmple_epu16_mask(k0, _mm512_maskz_loadu_epi16(k0, lanes + i), tm1);
-        uint64_t hi = _mm512_mask_cmple_epu16_mask(k1, _mm512_maskz_loadu_epi16(k1, lanes + i + 32), tm1);
+        __mmask32 k0 = _cvtu32_mask32((uint32_t)lm), k1 = _cvtu32_mask32((uint32_t)(lm >> 32));
+        __m512i v0 = _mm512_maskz_loadu_epi16(k0, lanes + i), v1 = _mm512_maskz_loadu_epi16(k1, lanes + i + 32);
+        uint64_t lo = _cvtmask32_u32(_mm512_mask_cmple_epu16_mask(k0, v0, tm1));
+        uint64_t hi = _cvtmask32_u32(_mm512_mask_cmple_epu16_mask(k1, v1, tm1));
         uint64_t w = lo | hi << 32;
         memcpy(bits + i / 8, &w, (r + 7) / 8);
     }
@@ -104,12 +111,13 @@ NS_TARGET_AVX512 static void b2u_avx512(uint8_t *out, const uint8_t *bits, size_
     for (; i + 64 <= n; i += 64) {
         uint64_t w;
         memcpy(&w, bits + i / 8, 8);
-        _mm512_storeu_si512((void *)(out + i), _mm512_maskz_mov_epi8(w, one));
+        _mm512_storeu_si512((void *)(out + i), _mm512_maskz_mov_epi8(_cvtu64_mask64(w), one));
     }
     if (i < n) {
         size_t r = n - i;
         uint64_t w = load_bits(bits + i / 8, r);
-        _mm512_mask_storeu_epi8(out + i, low_bits(r), _mm512_maskz_mov_epi8(w, one));
+        __m512i v = _mm512_maskz_mov_epi8(_cvtu64_mask64(w), one);
+        _mm512_mask_storeu_epi8(out + i, _cvtu64_mask64(low_bits(r)), v);
     }
 }
 
@@ -117,13 +125,13 @@ NS_TARGET_AVX512 static void u2b_avx512(uint8_t *bits, const uint8_t *mask, size
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         __m512i v = _mm512_loadu_si512((const void *)(mask + i));
-        uint64_t w = _mm512_test_epi8_mask(v, v);
+        uint64_t w = _cvtmask64_u64(_mm512_test_epi8_mask(v, v));
         memcpy(bits + i / 8, &w, 8);
     }
     if (i < n) {
         size_t r = n - i;
-        __m512i v = _mm512_maskz_loadu_epi8(low_bits(r), mask + i);
-        uint64_t w = _mm512_test_epi8_mask(v, v);
+        __m512i v = _mm512_maskz_loadu_epi8(_cvtu64_mask64(low_bits(r)), mask + i);
+        uint64_t w = _cvtmask64_u64(_mm512_test_epi8_mask(v, v));
         memcpy(bits + i / 8, &w, (r + 7) / 8);
     }
 }
@@ -146,14 +154,16 @@ NS_TARGET_AVX512 static void u2b_avx512(uint8_t *bits, const uint8_t *mask, size
             memcpy(&w, bits + i / 8, 8);                                                                           \
             for (int q = 0; q < 4; q++) {                                                                          \
                 __m256i h = _mm256_loadu_si256((const __m256i *)(xs + i + 16 * q));                                \
-                _mm256_storeu_si256((__m256i *)(ys + i + 16 * q), STEP(h, (__mmask16)(w >> (16 * q)), sv));       \
+                __mmask16 k = _cvtu32_mask16((uint32_t)(w >> (16 * q)));                                           \
+                _mm256_storeu_si256((__m256i *)(ys + i + 16 * q), STEP(h, k, sv));                                 \
             }                                                                                                      \
         }                                                                                                          \
         if (i < n) {                                                                                               \
             size_t r = n - i;                                                                                      \
             uint64_t w = load_bits(bits + i / 8, r), lm = low_bits(r);                                             \
             for (size_t q = 0; 16 * q < r; q++) {                                                                  \
-                __mmask16 l = (__mmask16)(lm >> (16 * q)), k = (__mmask16)(w >> (16 * q)) & l;                     \
+                __mmask16 l = _cvtu32_mask16((uint32_t)(lm >> (16 * q)));                                          \
+                __mmask16 k = _cvtu32_mask16((uint32_t)((w & lm) >> (16 * q)));                                    \
                 __m256i h = _mm256_maskz_loadu_epi16(l, xs + i + 16 * q);                                          \
                 _mm256_mask_storeu_epi16(ys + i + 16 * q, l, STEP(h, k, sv));                                      \
             }                                                                                                      \

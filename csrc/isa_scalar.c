@@ -36,24 +36,17 @@ void ns_u2b_scalar(uint8_t *bits, const uint8_t *mask, size_t n) {
 }
 
 static void apply_f32_scalar(const void *x, void *y, const uint8_t *bits, size_t n, double scale) {
-    const float *xs = x;
-    float *ys = y;
     float sf = (float)scale;
-    for (size_t i = 0; i < n; i++) { /* branch-free select: product bits AND all-ones / zero */
-        uint32_t u = f32_bits(xs[i] * sf) & (0u - (uint32_t)bit_at(bits, i));
-        ys[i] = f32_from_bits(u);
-    }
+    for (size_t i = 0; i < n; i++) /* branch-free select: product bits AND all-ones / zero */
+        store_u32(y, i, f32_bits(load_f32(x, i) * sf) & (0u - (uint32_t)bit_at(bits, i)));
 }
 
 static void apply_f64_scalar(const void *x, void *y, const uint8_t *bits, size_t n, double scale) {
-    const double *xs = x;
-    double *ys = y;
     for (size_t i = 0; i < n; i++) {
-        double p = xs[i] * scale;
+        double p = load_f64(x, i) * scale;
         uint64_t u;
         memcpy(&u, &p, 8);
-        u &= 0u - (uint64_t)bit_at(bits, i);
-        memcpy(ys + i, &u, 8);
+        store_u64(y, i, u & (0u - (uint64_t)bit_at(bits, i)));
     }
 }
 

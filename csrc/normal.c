@@ -28,10 +28,13 @@ static void normal_range(void *p, int64_t begin, int64_t end) {
             double u1 = ((double)a + 0.5) * 0x1p-32;
             double u2 = (double)b * 0x1p-32;
             double z = sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
-            if (c->dtype == NS_F64)
-                ((double *)c->out)[i + (int64_t)q] = z;
-            else
-                ((float *)c->out)[i + (int64_t)q] = (float)z;
+            size_t at = (size_t)i + q;
+            if (c->dtype == NS_F64) {
+                memcpy((char *)c->out + 8 * at, &z, 8);
+            } else {
+                float f = (float)z;
+                memcpy((char *)c->out + 4 * at, &f, 4);
+            }
         }
     }
 }

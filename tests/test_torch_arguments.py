@@ -217,3 +217,15 @@ def test_drop_block2d_block_larger_than_a_nonempty_map_is_still_an_error():
 def test_feature_alpha_dropout_takes_p_alone_positionally():
     msg = message(nst.FeatureAlphaDropout, 0.2, 0.3)
     assert "FeatureAlphaDropout takes p alone" in msg and "FeatureAlphaDropout(0.2, inplace=False" in msg
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3])
+@pytest.mark.parametrize("noise_shape", [None, (None, 1)])
+def test_tensors_at_odd_byte_addresses(offset, noise_shape):
+    n = 1000
+    buf = bytearray(4 * n + 8)
+    x = torch.frombuffer(buf, dtype=torch.float32, count=n, offset=offset).view(100, 10)
+    x.copy_(torch.linspace(-3, 3, n).view(100, 10))
+    assert x.data_ptr() % 4 != 0
+    y = nst.dropout(x, 0.3, noise_shape, seed=4)
+    assert torch.equal(y, nst.dropout(x.clone(), 0.3, noise_shape, seed=4))
