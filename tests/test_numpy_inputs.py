@@ -171,3 +171,14 @@ def test_array_entry_next_to_ellipsis_is_a_clear_error(entry):
     msg = str(info.value)
     assert "noise_shape[0] is" in msg and "(ndarray)" in msg
     assert "each entry must be None, 1 or the axis size" in msg
+
+
+@pytest.mark.parametrize("training", ["no", None, 2, 0.5])
+def test_training_flag_is_true_or_false(training):
+    with pytest.raises(ns.NoiseShapeError, match=r"training is .*; give True or False"):
+        dropout(np.ones(3, np.float32), 0.5, seed=0, training=training)
+
+
+def test_training_flag_accepts_numpy_bools():
+    x = np.ones(3, np.float32)
+    assert dropout(x, 0.5, seed=0, training=np.False_) is x

@@ -229,3 +229,23 @@ def test_tensors_at_odd_byte_addresses(offset, noise_shape):
     assert x.data_ptr() % 4 != 0
     y = nst.dropout(x, 0.3, noise_shape, seed=4)
     assert torch.equal(y, nst.dropout(x.clone(), 0.3, noise_shape, seed=4))
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: nst.LockedDropout(0.5, "no"), "batch_first is 'no' (str)"),
+        (lambda: nst.DropPath(0.1, "no"), "scale_by_keep is 'no' (str)"),
+        (lambda: nst.Dropout(0.5, inplace="yes"), "inplace is 'yes' (str)"),
+        (lambda: nst.SpatialDropout2d(0.5, inplace=None), "inplace is None"),
+        (lambda: nst.LockedDropout(0.5, 2), "batch_first is 2 (int)"),
+    ],
+)
+def test_flags_are_true_or_false_not_anything_truthy(build, fragment):
+    msg = message(build)
+    assert fragment in msg and "give True or False" in msg
+
+
+def test_flags_accept_numpy_bools():
+    assert nst.LockedDropout(0.5, np.bool_(False)).batch_first is False
+    assert nst.Dropout(0.5, inplace=np.True_).inplace is True

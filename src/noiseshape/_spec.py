@@ -18,6 +18,7 @@ from ._errors import axes_text, fail
 __all__ = [
     "INDEX_LIMIT",
     "NoiseSpec",
+    "check_flag",
     "check_index_range",
     "check_noise_args",
     "check_rate",
@@ -77,6 +78,10 @@ def _is_plain_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_numpy_bool(value) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
 def _is_symbolic(value) -> bool:
     return type(value).__name__ in ("SymInt", "SymFloat")
 
@@ -87,7 +92,7 @@ def _is_int(value) -> bool:
 
 def _is_size_like(value) -> bool:
     """An integer that may not be concrete yet: a symbolic size, or an object that converts with ``__index__``."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or hasattr(value, "ndim"):
+    if isinstance(value, bool) or _is_numpy_bool(value) or hasattr(value, "ndim"):
         return False
     return _is_symbolic(value) or hasattr(type(value), "__index__")
 
@@ -329,7 +334,7 @@ def resolve_noise_shape(
 
 def check_rate(rate: Any, *, op: str, name: str = "rate", shape: Any = None, spec: str | None = None) -> float:
     """Validate a probability in [0, 1] and return it as a float."""
-    if isinstance(rate, bool) or type(rate).__name__ == "bool_" or not isinstance(rate, numbers.Real):
+    if isinstance(rate, bool) or _is_numpy_bool(rate) or not isinstance(rate, numbers.Real):
         raise fail(
             op,
             f"{name} is {rate!r} ({type(rate).__name__}); give a real number in [0, 1], "
@@ -406,3 +411,10 @@ def check_index_range(
             shape=shape,
             spec=spec,
         )
+
+
+def check_flag(value: Any, *, name: str, op: str, shape: Any = None, spec: str | None = None) -> bool:
+    """Validate a switch (``training``, ``inplace``, ...): ``True`` or ``False`` (NumPy bools too), not just truthy."""
+    if isinstance(value, bool) or _is_numpy_bool(value):
+        return bool(value)
+    raise fail(op, f"{name} is {value!r} ({type(value).__name__}); give True or False", shape=shape, spec=spec)

@@ -16,7 +16,17 @@ import numpy.typing as npt
 
 from . import _rng
 from ._errors import fail
-from ._spec import NoiseSpec, _spec_text, check_index_range, check_rate, check_shape, check_u64, collapse, resolve
+from ._spec import (
+    NoiseSpec,
+    _spec_text,
+    check_flag,
+    check_index_range,
+    check_rate,
+    check_shape,
+    check_u64,
+    collapse,
+    resolve,
+)
 from ._threads import get_num_threads
 
 __all__ = ["dropout", "keep_mask"]
@@ -144,6 +154,9 @@ def dropout(
         )
     rate, spec, seed, stream, j0 = _prepare(
         op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    )
+    training = check_flag(
+        training, name="training", op=op, shape=arr.shape, spec=_spec_text(noise_shape, broadcast_dims)
     )
     if not training or rate == 0.0:
         return x if isinstance(x, np.ndarray) else arr

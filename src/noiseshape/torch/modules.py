@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .. import _rng
 from .._errors import axes_text, fail
-from .._spec import _fmt, check_noise_args, check_rate, check_u64, resolve
+from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
 from . import _ops
 from . import functional as nf
 
@@ -115,7 +115,7 @@ class _Rate(_NoiseLayer):
     def __init__(self, p, *, inplace=False, **kwargs):
         super().__init__(**kwargs)
         self.p = check_rate(p, op=self._op(), name="p")
-        self.inplace = bool(inplace)
+        self.inplace = check_flag(inplace, name="inplace", op=self._op())
 
     def _repr_args(self):
         return [f"p={self.p!r}"]
@@ -224,7 +224,7 @@ class LockedDropout(_Rate):
 
     def __init__(self, p: float = 0.5, batch_first: bool = True, *, inplace=False, seed=None):
         super().__init__(p, inplace=inplace, seed=seed)
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_flag(batch_first, name="batch_first", op=self._op())
 
     def _noise_args(self, x):
         return nf.locked_noise_shape(self._op(), x, self.batch_first), None
@@ -248,7 +248,7 @@ class DropPath(_Rate):
 
     def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed=None):
         super().__init__(p, seed=seed)
-        self.scale_by_keep = bool(scale_by_keep)
+        self.scale_by_keep = check_flag(scale_by_keep, name="scale_by_keep", op=self._op())
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
