@@ -182,3 +182,26 @@ def test_training_flag_is_true_or_false(training):
 def test_training_flag_accepts_numpy_bools():
     x = np.ones(3, np.float32)
     assert dropout(x, 0.5, seed=0, training=np.False_) is x
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"broadcast_dims": np.array(1)}, "broadcast_dims is array(1); give a tuple"),
+        ({"noise_shape": np.array(5)}, "noise_shape is array(5); give a tuple"),
+        ({"noise_shape": {None: 1, 3: 3}}, "noise_shape is {None: 1, 3: 3}; give a tuple"),
+        ({"broadcast_dims": {1}}, "broadcast_dims is {1}; give a tuple"),
+    ],
+)
+def test_spec_that_is_no_ordered_collection_is_refused(kwargs, fragment):
+    with pytest.raises(ns.NoiseShapeError) as info:
+        dropout(np.ones((2, 3), np.float32), 0.5, seed=0, **kwargs)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [np.array(5), {2: 3}, {2, 3}])
+def test_shape_that_is_no_ordered_collection_is_refused(shape):
+    with pytest.raises(ns.NoiseShapeError, match="give a tuple of non-negative integers"):
+        keep_mask(shape, 0.5, seed=0)
+    with pytest.raises(ns.NoiseShapeError, match="give a tuple of non-negative integers"):
+        ns.resolve_noise_shape(shape)

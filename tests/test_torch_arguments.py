@@ -249,3 +249,15 @@ def test_flags_are_true_or_false_not_anything_truthy(build, fragment):
 def test_flags_accept_numpy_bools():
     assert nst.LockedDropout(0.5, np.bool_(False)).batch_first is False
     assert nst.Dropout(0.5, inplace=np.True_).inplace is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"noise_shape": np.array(5)}, "noise_shape is array(5); give a tuple"),
+        ({"broadcast_dims": np.array(1)}, "broadcast_dims is array(1); give a tuple"),
+        ({"broadcast_dims": (1, 1)}, "broadcast_dims names axis 1 twice (entries 0 and 1)"),
+    ],
+)
+def test_constructors_refuse_specs_that_no_input_could_take(kwargs, fragment):
+    assert fragment in message(nst.Dropout, 0.5, **kwargs)

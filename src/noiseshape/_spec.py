@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,10 @@ def _check_sizes(shape, *, name: str, op: str, spec: str | None, concrete: bool)
     untouched; with ``concrete=True`` every size becomes an ``int``.
     """
     fix = "give a tuple of non-negative integers, e.g. (8, 3, 4)"
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+    entries = _entries(shape)
+    if entries is None:
         raise fail(op, f"{name} is {shape!r} ({type(shape).__name__}); {fix}", spec=spec)
-    sizes = tuple(shape)
+    sizes = tuple(entries)
     for axis, size in enumerate(sizes):
         if _is_plain_int(size):
             if size < 0:
@@ -132,8 +134,22 @@ def _spec_text(noise_shape, broadcast_dims) -> str:
     return ", ".join(parts)
 
 
+def _entries(value: Any) -> list[Any] | None:
+    """The entries of an ordered collection (tuple, list, ``torch.Size``, 1-d array); None for anything else.
+
+    Strings, mappings and sets iterate too, but not over sizes or axes in order; a 0-d array does not iterate.
+    """
+    if isinstance(value, (str, bytes, Mapping, AbstractSet)) or not isinstance(value, Iterable):
+        return None
+    try:
+        return list(value)
+    except TypeError:
+        return None
+
+
 def _as_sequence(value, name, op, shape, spec):
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    entries = _entries(value)
+    if entries is None:
         example = "(None, 1, None)" if name == "noise_shape" else "(1,)"
         raise fail(
             op,
@@ -143,7 +159,7 @@ def _as_sequence(value, name, op, shape, spec):
             shape=shape,
             spec=spec,
         )
-    return list(value)
+    return entries
 
 
 def _noise_entries(noise_shape, op, shape, spec, *, positive=False) -> tuple[list[Any], int]:
@@ -203,6 +219,14 @@ def check_noise_args(noise_shape: Any, broadcast_dims: Any, *, op: str) -> tuple
         if _is_plain_int(broadcast_dims):
             return noise_shape, int(broadcast_dims)
         broadcast_dims = tuple(_broadcast_axes(broadcast_dims, op, None, spec))
+        for pos, d in enumerate(broadcast_dims):
+            if d in broadcast_dims[:pos]:
+                first = broadcast_dims.index(d)
+                raise fail(
+                    op,
+                    f"broadcast_dims names axis {d} twice (entries {first} and {pos}); list each axis once",
+                    spec=spec,
+                )
     return noise_shape, broadcast_dims
 
 
