@@ -78,11 +78,10 @@ _SMALL = 1 << 15  # below this many elements one thread does the work (results n
 
 
 def _threads(n: int = _SMALL) -> int:
-    if n < _SMALL:
-        return 1
     from .._threads import get_num_threads
 
-    return get_num_threads()
+    threads = get_num_threads()  # also for small calls, so a bad setting is reported whatever the size
+    return 1 if n < _SMALL else threads
 
 
 def make_key(seed: int, stream: int = 0, device=None) -> Tensor:
