@@ -56,11 +56,12 @@ def _bench(rest: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import _explain
+    from . import __version__, _explain
 
     parser = argparse.ArgumentParser(
         prog="noiseshape", description="Shaped dropout masks: what a noise_shape means, drawn."
     )
+    parser.add_argument("--version", action="version", version=f"noiseshape {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print the classic (batch, timesteps, features) example (the default)")
     explain = sub.add_parser(
