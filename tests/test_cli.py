@@ -386,8 +386,23 @@ def test_demo_is_the_default(capsys):
     out = capsys.readouterr().out
     assert "noise_shape in one picture" in out
     assert "(2, 1, 4)" in out
+    assert "seed=13" in out
     mask = np.array([int(v) for v in re.findall(r"[01]", block(out, ">>> ns.numpy.keep_mask"))]).reshape(2, 1, 4)
-    assert (mask == reference((2, 1, 4))).all()
+    assert (mask == reference((2, 1, 4), seed=13)).all()
+    output = grid(block(out, ">>> ns.numpy.dropout"), (2, 3, 4))
+    assert (output == np.arange(1, 25).reshape(2, 3, 4) * mask * 2).all()
+
+
+def test_demo_shows_the_idea_at_a_glance(capsys):
+    main(["demo"])
+    out = capsys.readouterr().out
+    mask = np.array([int(v) for v in re.findall(r"[01]", block(out, ">>> ns.numpy.keep_mask"))]).reshape(2, 4)
+    kept = mask.sum(axis=1)
+    assert ((kept > 0) & (kept < 4)).all()  # every sample keeps some features and drops some
+    assert (mask[0] != mask[1]).any()  # and the samples differ
+    for s in range(2):
+        words = " and ".join(str(f) for f in np.flatnonzero(mask[s]))
+        assert f"sample {s} keeps features {words} at every timestep" in out
 
 
 def test_bench_is_passed_its_arguments(monkeypatch):
