@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import axes_text, fail
+from ._errors import NoiseShapeError, axes_text, fail
 
 __all__ = [
     "INDEX_LIMIT",
@@ -245,7 +245,7 @@ def resolve(
         raise fail(
             op,
             "noise_shape and broadcast_dims both given; they are two spellings of the same thing, "
-            "give only one (noise_shape=(None, 1) is broadcast_dims=(1,))",
+            f"give only one{_same_as(input_shape, broadcast_dims, op)}",
             shape=input_shape,
             spec=spec,
         )
@@ -292,6 +292,19 @@ def resolve(
                 spec=spec,
             )
     return NoiseSpec(input_shape, tuple(reduced), tuple(shared))
+
+
+def _same_as(input_shape: tuple, broadcast_dims, op: str) -> str:
+    """`` (broadcast_dims=(1,) is noise_shape=(None, 1, None))`` at the input's rank, for the error above."""
+    ndim = len(input_shape)
+    try:
+        shared = _resolve_broadcast_dims(input_shape, broadcast_dims, op, "").shared
+    except NoiseShapeError:  # not valid dims for this input: show the spelling of axis 1 instead
+        if ndim < 2:
+            return ""
+        broadcast_dims, shared = (1,), tuple(i == 1 for i in range(ndim))
+    noise_shape = tuple(1 if s else None for s in shared)
+    return f" (broadcast_dims={_fmt(broadcast_dims)} is noise_shape={_fmt(noise_shape)})"
 
 
 def _broadcast_axes(broadcast_dims, op, shape, spec) -> list[int]:
