@@ -2,7 +2,7 @@
 
 Every step is an elementwise ``uint32`` operation, so the same code runs on CPU, GPU and TPU and under
 every transformation (``jit``, ``vmap``, ``grad``, sharding). The 32x32 -> 64-bit products of a round
-are ``a * M`` (the low word, wrapping) and ``lax.mulhi(a, M)`` (the high word). Nothing here needs
+are ``a * M`` (the low word, wrapping) and :func:`mulhi` (the high word, from 16-bit limbs). Nothing here needs
 64-bit types, so it behaves the same with ``jax_enable_x64`` on or off. Results are bit-identical to
 :mod:`noiseshape._rng` (the Bernoulli lanes); normal variates are computed in float64 when x64 is
 enabled and otherwise in float32 with exact range reduction (see :func:`normals`).
@@ -47,6 +47,20 @@ def _word(v):
     return jnp.asarray(np.uint32(v) if isinstance(v, (int, np.integer)) else v, _U32)
 
 
+def mulhi(a, b):
+    """The high word of the 64-bit product of uint32 ``a`` and ``b``, from 16-bit limbs (every partial fits 32 bits).
+
+    ``lax.mulhi`` does the same in one op but does not lower for sharded arrays; this is plain
+    multiply, add and shift, which every backend and the SPMD partitioner take.
+    """
+    a_lo, a_hi = a & _LOW16, a >> np.uint32(16)
+    b_lo, b_hi = b & _LOW16, b >> np.uint32(16)
+    t = a_lo * b_lo
+    u = a_hi * b_lo + (t >> np.uint32(16))
+    v = a_lo * b_hi + (u & _LOW16)
+    return a_hi * b_hi + (u >> np.uint32(16)) + (v >> np.uint32(16))
+
+
 def block_words(key: Key, b_lo, b_hi):
     """Philox4x32-10 of the blocks with 64-bit indices ``b_hi << 32 | b_lo`` (uint32 arrays): four word arrays."""
     k0, k1 = key.seed_lo, key.seed_hi
@@ -57,8 +71,8 @@ def block_words(key: Key, b_lo, b_hi):
         if r:
             k0 = k0 + _W0
             k1 = k1 + _W1
-        hi0, lo0 = lax.mulhi(c0, _M0), c0 * _M0
-        hi1, lo1 = lax.mulhi(c2, _M1), c2 * _M1
+        hi0, lo0 = mulhi(c0, _M0), c0 * _M0
+        hi1, lo1 = mulhi(c2, _M1), c2 * _M1
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return c0, c1, c2, c3
 
@@ -90,7 +104,7 @@ def first_index(batch_offset, per_sample: int):
         return j0 >> 32, j0 & 0xFFFFFFFF
     off = jnp.asarray(batch_offset).astype(_U32)
     p_lo, p_hi = np.uint32(per_sample & 0xFFFFFFFF), np.uint32((per_sample >> 32) & 0xFFFFFFFF)
-    return lax.mulhi(off, p_lo) + off * p_hi, off * p_lo
+    return mulhi(off, p_lo) + off * p_hi, off * p_lo
 
 
 def _blocks_from(j_hi, j_lo, count: int, per_block: int):
