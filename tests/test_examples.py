@@ -33,3 +33,9 @@ def test_mc_uncertainty_draws_a_band(tmp_path):
     assert result["train_mse"] < 0.2  # sin(x) has variance 0.5: the fit has learned something
     assert result["std_near_data"] > 0 and result["std_far_from_data"] > 0  # the passes differ
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flax_sequence_dropout_learns(capsys):
+    accuracy = _load("flax_sequence_dropout").main(["--steps", "150", "--samples", "600"])
+    assert accuracy > 0.6  # chance is 0.5
+    assert "test accuracy" in capsys.readouterr().out
