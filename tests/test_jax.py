@@ -238,3 +238,19 @@ def test_bad_input_is_a_clear_error(call, message):
         call()
     assert message in str(err.value)
     assert str(err.value).startswith("noiseshape.jax.")
+
+
+def test_the_jax_frontend_loads_on_first_use_and_flax_only_for_the_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, noiseshape as ns\n"
+        "before = 'jax' in sys.modules\n"
+        "ns.jax.dropout\n"
+        "print(before, 'jax' in sys.modules, 'flax' in sys.modules)\n"
+        "ns.jax.linen.Dropout\n"
+        "print('flax' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False", "True"]
