@@ -37,3 +37,9 @@ def test_mc_uncertainty_is_wider_far_from_the_data(tmp_path, capsys):
     assert result["std_far_from_data"] > 2 * result["std_near_data"]
     assert "times wider where there was no data" in capsys.readouterr().out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flax_sequence_dropout_learns(capsys):
+    accuracy = _load("flax_sequence_dropout").main(["--steps", "150", "--samples", "600"])
+    assert accuracy > 0.6  # chance is 0.5
+    assert "test accuracy" in capsys.readouterr().out

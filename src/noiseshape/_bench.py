@@ -123,8 +123,10 @@ def saved_bytes(shape=(64, 128, 512), rate=0.1) -> list[tuple[str, int]]:
     return out
 
 
-def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Measure every case and return the rows, each with its ratio to its group's floor.
+def run(
+    shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], None] | None = None, make_cases=_cases
+) -> list[Row]:
+    """Measure every case (``make_cases(shape, rate)`` yields them); each row has its ratio to its group's floor.
 
     Each case runs in bursts of ``burst`` consecutive calls (the steady state of a training loop, where
     the allocator hands back the buffer it just freed), and the bursts of all cases take turns, so a
@@ -132,7 +134,7 @@ def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], No
     """
     burst = 10
     cases = []
-    for group, name, setup in _cases(shape, rate):
+    for group, name, setup in make_cases(shape, rate):
         if progress:
             progress(f"preparing {name}")
         fn = setup()

@@ -57,8 +57,11 @@ def _demo() -> str:
 
 
 def _bench(rest: list[str]) -> int:
+    name = "_bench"
+    if rest[:1] == ["--jax"]:  # the JAX group: noiseshape bench --jax [its arguments]
+        name, rest = "_bench_jax", rest[1:]
     try:
-        bench = importlib.import_module(f"{__package__}._bench")
+        bench = importlib.import_module(f"{__package__}.{name}")
     except ImportError as err:
         sys.stderr.write(f"noiseshape bench is not available: {err}\n")
         return 1
@@ -85,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _explain.add_arguments(explain)
-    sub.add_parser("bench", help="benchmark the backends (arguments are passed on)", add_help=False)
+    sub.add_parser(
+        "bench", help="benchmark the backends (arguments are passed on; --jax first for the JAX group)", add_help=False
+    )
     return parser
 
 
