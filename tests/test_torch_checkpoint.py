@@ -38,10 +38,7 @@ def _grads(blocks, x, mode):
         b.noise.rng_key[1] = 0
     h = x
     for b in blocks:
-        if mode == "none":
-            h = b(h)
-        else:
-            h = checkpoint(b, h, use_reentrant=mode == "reentrant")
+        h = b(h) if mode == "none" else checkpoint(b, h, use_reentrant=mode == "reentrant")
     (h**2).sum().backward()
     return [p.grad.clone() for b in blocks for p in b.parameters()], h.detach()
 
