@@ -94,17 +94,21 @@ def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None) -> list[d
     return out
 
 
+def _markdown(header: str, cells: list[str]) -> str:
+    """A Markdown table: ``header`` cells separated by ``|``, the first column left-aligned, numbers right."""
+    columns = header.count("|") - 1
+    return "\n".join([header, "|---|" + "---:|" * (columns - 1), *cells])
+
+
 def sweep_table(rows: list[dict]) -> str:
-    lines = [
+    return _markdown(
         "| elements | case | forward us: torch | noiseshape | ratio | fwd+bwd us: torch | noiseshape | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
+        [
             f"| {r['elements']} | {r['case']} | {r['peer']:.1f} | {r['ours']:.1f} | {r['ours'] / r['peer']:.2f} "
             f"| {r['peer_fb']:.1f} | {r['ours_fb']:.1f} | {r['ours_fb'] / r['peer_fb']:.2f} |"
-        )
-    return "\n".join(lines)
+            for r in rows
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,13 +291,11 @@ def models(repeats: int = 20, progress=None) -> list[dict]:
 
 
 def models_table(rows: list[dict]) -> str:
-    lines = [
+    return _markdown(
         "| model | step ms: torch dropout | noiseshape | ratio | saved for backward MiB: torch | noiseshape |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['torch_ms']:.2f} | {r['noiseshape_ms']:.2f} | "
-            f"{r['noiseshape_ms'] / r['torch_ms']:.2f} | {r['torch_saved_mib']:.2f} | {r['noiseshape_saved_mib']:.2f} |"
-        )
-    return "\n".join(lines)
+        [
+            f"| {r['model']} | {r['torch_ms']:.2f} | {r['noiseshape_ms']:.2f} "
+            f"| {r['noiseshape_ms'] / r['torch_ms']:.2f} | {r['torch_saved_mib']:.2f} | {r['noiseshape_saved_mib']:.2f} |"
+            for r in rows
+        ],
+    )
