@@ -295,7 +295,8 @@ def models_table(rows: list[dict]) -> str:
         "| model | step ms: torch dropout | noiseshape | ratio | saved for backward MiB: torch | noiseshape |",
         [
             f"| {r['model']} | {r['torch_ms']:.2f} | {r['noiseshape_ms']:.2f} "
-            f"| {r['noiseshape_ms'] / r['torch_ms']:.2f} | {r['torch_saved_mib']:.2f} | {r['noiseshape_saved_mib']:.2f} |"
+            f"| {r['noiseshape_ms'] / r['torch_ms']:.2f} "
+            f"| {r['torch_saved_mib']:.2f} | {r['noiseshape_saved_mib']:.2f} |"
             for r in rows
         ],
     )
