@@ -239,10 +239,10 @@ def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Ten
 
 def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    z = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device)
+    noise = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev
     if x.dtype in (torch.float16, torch.bfloat16):
-        return (x.float() + z.mul_(stddev)).to(x.dtype)
-    return x + z.mul_(stddev)
+        return (x.float() + noise).to(x.dtype)
+    return x + noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +466,8 @@ def dropout_add(
     if d is None:
         return residual + h
     t = _rng.threshold(d.rate)
-    if t and d.spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None:
+    fused = t and d.spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None
+    if fused and not (torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0):
         return _DROPOUT_ADD(x, residual, bias, _key_tensor(d.key, x.device), d.j0, t, _rng.keep_scale(t))
     return residual + _drop(h, d)
 

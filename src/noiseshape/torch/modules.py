@@ -69,25 +69,28 @@ class _NoiseLayer(nn.Module):
         if _eager.eager_ok(x):
             if self.seed is None:
                 return (_eager.draw_seed(None), 0)
-            key = self.rng_key
-            return (int(key[0]) & _U64 if key.device.type != "cpu" else int(key.numpy()[0]) & _U64,
-                    _replay.take_stream(self, self._advance))  # fmt: skip
+            return (int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance))
         if self.seed is None:
             return nf.draw_key(None, 0, None, x.device)
         key = self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
 
+    def _counter(self):
+        """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer."""
+        key = self.rng_key
+        if type(key) is Tensor and key.device.type == "cpu" and not torch._C._are_functorch_transforms_active():
+            return key.numpy()
+        return key
+
     def _advance(self) -> int:
         """The stream counter's value; the counter moves on by one (modulo 2**64)."""
-        key = self.rng_key
-        if key.device.type != "cpu":
-            stream = int(key[1]) & _U64
-            key[1] += 1
-            return stream
-        view = key.numpy()
-        stream = int(view[1]) & _U64
-        view[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
+        counter = self._counter()
+        stream = int(counter[1]) & _U64
+        if isinstance(counter, Tensor):
+            counter[1] += 1
+        else:
+            counter[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
         return stream
 
     def _noise_args(self, x: Tensor):
