@@ -131,7 +131,7 @@ def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], No
     slow spell of a busy machine lands on every case alike instead of on whichever case it met.
     """
     burst = 10
-    cases = []
+    cases: list[tuple] = []
     for group, name, setup in _cases(shape, rate):
         if progress:
             progress(f"preparing {name}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = ["NoiseShapeError", "fail"]
 
 
@@ -15,7 +17,7 @@ class NoiseShapeError(ValueError):
     __module__ = "noiseshape"
 
 
-def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseShapeError:
+def fail(op: str, fact: str, *, shape: Iterable[object] | None = None, spec: str | None = None) -> NoiseShapeError:
     """Build a :class:`NoiseShapeError` with the standard header.
 
     ``op`` names the operation (``"dropout"``), ``spec`` the arguments as the user gave them
@@ -29,7 +31,7 @@ def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseSha
     return NoiseShapeError(f"{header}:\n  {fact}")
 
 
-def _fmt_shape(shape) -> str:
+def _fmt_shape(shape: Iterable[object]) -> str:
     dims = [str(d) for d in shape]
     if len(dims) == 1:
         return f"({dims[0]},)"

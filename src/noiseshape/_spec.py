@@ -200,7 +200,7 @@ def _resolve_broadcast_dims(input_shape, broadcast_dims, op, spec) -> NoiseSpec:
     if _is_plain_int(broadcast_dims):
         broadcast_dims = (broadcast_dims,)
     dims = _as_sequence(broadcast_dims, "broadcast_dims", op, input_shape, spec)
-    seen = {}
+    seen: dict[int, int] = {}
     for pos, d in enumerate(dims):
         if isinstance(d, bool) or not _is_plain_int(d):
             raise fail(

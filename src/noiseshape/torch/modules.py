@@ -10,6 +10,8 @@ masks it would have drawn.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from .. import _rng
 from .._errors import fail
 from .._spec import _fmt, check_rate, check_u64, resolve
+from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops, _replay
 from . import functional as nf
 
@@ -44,8 +47,16 @@ class _NoiseLayer(nn.Module):
 
     #: the axis of the batch in the input (where ``share_batch`` puts a single draw)
     batch_axis = 0
+    #: ``[seed, stream counter]`` of a seeded layer (a buffer, so it is saved in ``state_dict``)
+    rng_key: Tensor
 
-    def __init__(self, *, seed: int | None = None, noise_shape=None, broadcast_dims=None):
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        noise_shape: NoiseShape | None = None,
+        broadcast_dims: BroadcastDims | None = None,
+    ) -> None:
         super().__init__()
         op = self._op()
         if noise_shape is not None and broadcast_dims is not None:
@@ -135,7 +146,7 @@ def _as_tuple(value, name, op):
 class _Rate(_NoiseLayer):
     """A layer with a drop probability ``p``."""
 
-    def __init__(self, p, *, inplace=False, **kwargs):
+    def __init__(self, p: float, *, inplace: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.p = check_rate(p, op=self._op(), name="p")
         self.inplace = bool(inplace)
@@ -147,9 +158,9 @@ class _Rate(_NoiseLayer):
         if not self.training or self.p == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        return self._apply(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
+        return self._noise(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):  # not _apply: nn.Module.to() and .cuda() call that one
         return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t), self.inplace)
 
 
@@ -167,14 +178,24 @@ class Dropout(_Rate):
     [1.0]
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        inplace: bool = False,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
 
 class _Spatial(_Rate):
     dims = 0
 
-    def __init__(self, p: float = 0.5, data_format: str = "channels_first", *, inplace=False, seed=None):
+    def __init__(
+        self, p: float = 0.5, data_format: str = "channels_first", *, inplace: bool = False, seed: int | None = None
+    ) -> None:
         super().__init__(p, inplace=inplace, seed=seed)
         if data_format not in ("channels_first", "channels_last"):
             raise fail(
@@ -242,7 +263,9 @@ class LockedDropout(_Rate):
     True
     """
 
-    def __init__(self, p: float = 0.5, batch_first: bool = True, *, inplace=False, seed=None):
+    def __init__(
+        self, p: float = 0.5, batch_first: bool = True, *, inplace: bool = False, seed: int | None = None
+    ) -> None:
         super().__init__(p, inplace=inplace, seed=seed)
         self.batch_first = bool(batch_first)
 
@@ -266,14 +289,14 @@ class DropPath(_Rate):
     True
     """
 
-    def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed=None):
+    def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         self.scale_by_keep = bool(scale_by_keep)
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
 
     def _repr_args(self):
@@ -288,10 +311,18 @@ class AlphaDropout(_Rate):
     AlphaDropout(p=0.1, noise_shape=(None, 1))
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        inplace: bool = False,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.alpha_apply(x, spec, key, 0, t, self.inplace)
 
 
@@ -304,7 +335,7 @@ class FeatureAlphaDropout(AlphaDropout):
     True
     """
 
-    def __init__(self, p: float = 0.5, *, inplace=False, seed=None):
+    def __init__(self, p: float = 0.5, *, inplace: bool = False, seed: int | None = None) -> None:
         super().__init__(p, inplace=inplace, seed=seed)
 
     def _noise_args(self, x):
@@ -318,11 +349,18 @@ class GaussianDropout(_Rate):
     GaussianDropout(p=0.2, noise_shape=(None, 1, None))
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         nf.check_gaussian_rate(self.p, self._op())
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.gaussian_mul_apply(x, spec, key, 0, math.sqrt(self.p / (1.0 - self.p)))
 
 
@@ -336,7 +374,14 @@ class GaussianNoise(_NoiseLayer):
     [0.0, 0.0, 0.0]
     """
 
-    def __init__(self, stddev: float, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        stddev: float,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         self.stddev = nf.check_stddev(stddev, self._op())
 
@@ -361,7 +406,7 @@ class DropBlock2d(_Rate):
     (2, 4, 16, 16)
     """
 
-    def __init__(self, p: float = 0.1, block_size: int = 7, *, seed=None):
+    def __init__(self, p: float = 0.1, block_size: int = 7, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         nf.block_centres_rate(self._op(), self.p, block_size, block_size, block_size, None)
         self.block_size = int(block_size)
@@ -392,7 +437,7 @@ class EmbeddingDropout(_Rate):
     True
     """
 
-    def __init__(self, embedding: nn.Embedding, p: float = 0.1, *, seed=None):
+    def __init__(self, embedding: nn.Embedding, p: float = 0.1, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         op = self._op()
         if not isinstance(embedding, nn.Embedding):
@@ -435,7 +480,16 @@ class WeightDropout(_Rate):
     True
     """
 
-    def __init__(self, module: nn.Module, names, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        module: nn.Module,
+        names: str | Iterable[str],
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         op = self._op()
         if not isinstance(module, nn.Module):
@@ -454,7 +508,7 @@ class WeightDropout(_Rate):
     def _repr_args(self):
         return [f"names={self.names!r}", *super()._repr_args()]
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not self.training or self.p == 0.0:
             return self.module(*args, **kwargs)
         op = self._op()
