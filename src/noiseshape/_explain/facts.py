@@ -242,7 +242,7 @@ def explain(
             shape=given,
             spec=spec_text,
         )
-    rate = check_rate(rate, op=OP, shape=given, spec=spec_text)
+    rate = check_rate(rate, op=OP, shape=given, spec=spec_text) + 0.0  # -0.0 reads as 0
     seed = check_u64(seed, name="seed", op=OP, shape=given, spec=spec_text)
     stream = check_u64(stream, name="stream", op=OP, shape=given, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=OP, shape=given, spec=spec_text)
