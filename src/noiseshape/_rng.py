@@ -16,7 +16,10 @@ when ``j`` is even and words ``(2, 3)`` when it is odd.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "PHILOX_M0",
@@ -41,7 +44,7 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _U64_MAX = (1 << 64) - 1
 
 
-def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
+def philox4x32(counter: ArrayLike, key: ArrayLike, rounds: int = 10) -> np.ndarray:
     """Philox4x32 with ``rounds`` rounds (Salmon et al., SC'11, "Parallel random numbers: as easy as 1, 2, 3").
 
     ``counter`` has shape ``(..., 4)`` and ``key`` shape ``(..., 2)``; both are unsigned 32-bit words
@@ -88,7 +91,7 @@ def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
     return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
 
 
-def _check_u64(name: str, value) -> int:
+def _check_u64(name: str, value: object) -> int:
     from ._errors import NoiseShapeError
 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -155,7 +158,7 @@ def lanes(seed: int, stream: int, j0: int, n: int) -> np.ndarray:
 
 
 def keep_flags(
-    reduced_shape, seed: int, stream: int, t: int, *, batch_offset: int = 0, batch_shared: bool = False
+    reduced_shape: Sequence[int], seed: int, stream: int, t: int, *, batch_offset: int = 0, batch_shared: bool = False
 ) -> np.ndarray:
     """The reduced keep mask (``bool``, shape ``reduced_shape``) of the contract.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 from .. import _rng
 from .._errors import axes_text, fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
+from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops
 from ._eager import eager_ok
 
@@ -376,9 +378,9 @@ def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True
 def dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     inplace: bool = False,
     seed: int | None = None,
@@ -414,10 +416,10 @@ def dropout_add(
     x: Tensor,
     residual: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
     bias: Tensor | None = None,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
@@ -630,9 +632,9 @@ def drop_path(
 def alpha_dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     inplace: bool = False,
     seed: int | None = None,
@@ -707,9 +709,9 @@ def check_gaussian_rate(p, op: str, shape=None, spec=None) -> float:
 def gaussian_dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
@@ -755,9 +757,9 @@ def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
 def gaussian_noise(
     x: Tensor,
     stddev: float,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
@@ -903,16 +905,16 @@ def drop_block2d(
 
 
 def keep_mask(
-    shape,
+    shape: Sequence[int],
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
     generator: torch.Generator | None = None,
-    device=None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     """The reduced keep mask (bool, at the noise shape) that :func:`dropout` applies to an input of ``shape``.
 
