@@ -72,13 +72,13 @@ def _check_against_reference_and_torch(x, noise_shape, rate, seed, stream, offse
     assert np.array_equal(_bits(y), _torch_bits(yt))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_dropout_is_the_reference_and_torch_bit_for_bit(case):
     _check_against_reference_and_torch(*case)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(dtypes=("float64",)))
 def test_float64_with_x64_is_the_reference_and_torch_bit_for_bit(case):
     with jax.enable_x64(True):

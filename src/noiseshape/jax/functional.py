@@ -4,8 +4,10 @@ Every function draws its noise at a reduced *noise shape* (Keras ``noise_shape``
 ``broadcast_dims``) and broadcasts it over the shared axes. Randomness is explicit, the JAX way:
 ``key=`` (a JAX PRNG key) or ``seed=`` (an integer), plus ``stream=``; the mask is a pure function of
 (seed, stream, global coordinate), the same in NumPy and PyTorch (see :mod:`noiseshape.jax._keys` for
-how a key maps to a seed). ``batch_offset=`` (a Python integer or a traced integer scalar) is the
-global index of ``x[0]`` in a larger batch; ``deterministic=True`` (or a zero rate) returns ``x``.
+how a key maps to a seed). ``batch_offset=`` is the global index of ``x[0]`` in a larger batch: a
+Python integer, or a traced integer scalar in [0, 2**32) (e.g. ``i * micro_batch`` in a ``scan``; a
+traced value cannot be range-checked, a negative one wraps). ``deterministic=True`` (or a zero rate)
+returns ``x``.
 
 Rates, noise shapes and ``deterministic`` are static (Python values); arrays and keys may be traced,
 so every function works under ``jit``, ``grad`` (forward and reverse mode), ``vmap`` and with sharded
