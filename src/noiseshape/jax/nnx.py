@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -72,7 +73,7 @@ class _Noise(nnx.Module):
                 "or use nnx.view(model, deterministic=...)",
                 shape=getattr(inputs, "shape", None),
             )
-        if deterministic:
+        if deterministic or (isinstance(args[0], numbers.Real) and args[0] == 0):  # as Flax: no key for rate 0
             return fn(inputs, *args, deterministic=True, **kwargs)
         rngs = self.rngs if rngs is None else rngs
         if isinstance(rngs, nnx.Rngs):
