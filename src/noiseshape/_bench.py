@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per case (default 50)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--sweep", action="store_true", help="per-call times against torch from 2**4 to 2**24 elements")
+    parser.add_argument("--models", action="store_true", help="training steps of real models, torch's dropout vs ours")
     parser.add_argument(
         "--default-malloc",
         action="store_true",
@@ -216,6 +218,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
 
     steady = False if args.default_malloc else steady_allocator()
+    if args.sweep or args.models:
+        from . import _bench_torch as bt
+
+        torch_result: dict = {"machine": machine()}
+        print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")
+        if args.sweep:
+            torch_result["sweep"] = bt.sweep(repeats=args.repeats, progress=progress)
+            print(bt.sweep_table(torch_result["sweep"]))
+        if args.models:
+            torch_result["models"] = bt.models(repeats=args.repeats, progress=progress)
+            print(bt.models_table(torch_result["models"]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(torch_result, f, indent=2)
+        return 0
     rows = run(shape, args.rate, args.repeats, progress)
     print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
     print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")

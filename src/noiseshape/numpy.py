@@ -6,19 +6,42 @@ NumPy has no global random generator to borrow a seed from, so every call takes 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from types import EllipsisType
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _rng
 from ._errors import fail
-from ._spec import _spec_text, check_rate, check_u64, collapse, resolve
+from ._spec import (
+    NoiseSpec,
+    _spec_text,
+    check_flag,
+    check_index_range,
+    check_rate,
+    check_shape,
+    check_u64,
+    collapse,
+    resolve,
+)
 from ._threads import get_num_threads
 
 __all__ = ["dropout", "keep_mask"]
 
 _DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 
+#: A noise shape: one entry per axis (``None``, ``1`` or the axis size), ``...`` once for the rest.
+NoiseShape = Sequence[int | EllipsisType | None]
+#: ``broadcast_dims``: the axes that share one draw.
+BroadcastDims = int | Sequence[int]
+#: A seed: an integer in [0, 2**64), or a NumPy generator to draw one from.
+Seed = int | np.integer[Any] | np.random.Generator
 
-def _seed(seed, op, shape, spec) -> int:
+
+def _seed(seed: Seed | None, op: str, shape: tuple[int, ...], spec: str) -> int:
     if seed is None:
         raise fail(
             op,
@@ -32,25 +55,46 @@ def _seed(seed, op, shape, spec) -> int:
     return check_u64(seed, name="seed", op=op, shape=shape, spec=spec)
 
 
-def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset):
+def _prepare(
+    op: str,
+    shape: tuple[int, ...],
+    rate: float,
+    noise_shape: NoiseShape | None,
+    broadcast_dims: BroadcastDims | None,
+    seed: Seed | None,
+    stream: int,
+    batch_offset: int,
+) -> tuple[float, NoiseSpec, int, int, int]:
+    """Check a call's arguments; returns the rate, the resolved spec, the seed, the stream and the first mask index."""
     spec_text = _spec_text(noise_shape, broadcast_dims)
     rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op)
     seed = _seed(seed, op, shape, spec_text)
     stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
-    return rate, spec, seed, stream, batch_offset
+    j0 = spec.first_index(batch_offset)
+    check_index_range(j0, math.prod(spec.shape), batch_offset=batch_offset, op=op, shape=shape, spec=spec_text)
+    return rate, spec, seed, stream, j0
 
 
-def _reduced_mask(spec, seed, stream, batch_offset, t) -> np.ndarray:
+def _reduced_mask(spec: NoiseSpec, seed: int, stream: int, j0: int, t: int) -> npt.NDArray[np.uint8]:
     from . import _core
 
     mask = np.empty(spec.shape, dtype=np.uint8)
-    _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, spec.first_index(batch_offset), t, get_num_threads())
+    _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, j0, t, get_num_threads())
     return mask
 
 
-def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, stream=0, batch_offset=0):
+def keep_mask(
+    shape: Sequence[int],
+    rate: float,
+    noise_shape: NoiseShape | None = None,
+    *,
+    broadcast_dims: BroadcastDims | None = None,
+    seed: Seed | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+) -> npt.NDArray[np.bool_]:
     """The reduced keep mask (``bool``, drawn at the noise shape) that :func:`dropout` applies.
 
     >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
@@ -60,36 +104,30 @@ def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, 
     True
     """
     op = "noiseshape.numpy.keep_mask"
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers") from None
-    if any(s < 0 for s in shape):
-        raise fail(op, f"shape is {shape!r}; sizes cannot be negative")
-    rate, spec, seed, stream, batch_offset = _prepare(
-        op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
-    )
-    return _reduced_mask(spec, seed, stream, batch_offset, _rng.threshold(rate)).view(bool)
+    sizes = check_shape(shape, op=op, spec=_spec_text(noise_shape, broadcast_dims))
+    rate, spec, seed, stream, j0 = _prepare(op, sizes, rate, noise_shape, broadcast_dims, seed, stream, batch_offset)
+    return _reduced_mask(spec, seed, stream, j0, _rng.threshold(rate)).view(bool)
 
 
 def dropout(
-    x,
-    rate,
-    noise_shape=None,
+    x: npt.ArrayLike,
+    rate: float,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
-    seed=None,
-    stream=0,
-    batch_offset=0,
-    training=True,
-):
+    broadcast_dims: BroadcastDims | None = None,
+    seed: Seed | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    training: bool = True,
+) -> npt.NDArray[Any]:
     """Dropout with a Keras ``noise_shape`` (or Flax ``broadcast_dims``) on a NumPy array.
 
     Each element of the mask drawn at the noise shape is kept with probability ``1 - rate`` and
     broadcast over the axes of size 1; kept values are scaled by the inverse of the realised keep
     probability, dropped values become exactly 0 (also ``nan`` and ``inf``). ``batch_offset`` is the
     global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks.
-    With ``training=False`` or ``rate == 0`` the input is returned unchanged.
+    With ``training=False`` or ``rate == 0`` the input is returned unchanged. Arrays of any byte
+    order and alignment are read by value; the result is a new array in native byte order.
 
     >>> import numpy as np
     >>> x = np.ones((2, 3, 4), np.float32)
@@ -114,11 +152,16 @@ def dropout(
             shape=arr.shape,
             spec=_spec_text(noise_shape, broadcast_dims),
         )
-    rate, spec, seed, stream, batch_offset = _prepare(
+    rate, spec, seed, stream, j0 = _prepare(
         op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    )
+    training = check_flag(
+        training, name="training", op=op, shape=arr.shape, spec=_spec_text(noise_shape, broadcast_dims)
     )
     if not training or rate == 0.0:
         return x if isinstance(x, np.ndarray) else arr
+    if not arr.dtype.isnative:  # the kernels read native values: swap the bytes once, into a native copy
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     t = _rng.threshold(rate)
     if t == 0:
         return np.zeros_like(arr)
@@ -139,14 +182,14 @@ def dropout(
             y.size,
             seed,
             stream,
-            spec.first_index(batch_offset),
+            j0,
             t,
             scale,
             0,
             threads,
         )
         return y
-    mask = _reduced_mask(spec, seed, stream, batch_offset, t)
+    mask = _reduced_mask(spec, seed, stream, j0, t)
     item = arr.itemsize
     if any(s % item for s in arr.strides):  # a view that is not aligned to its items
         arr = np.ascontiguousarray(arr)
