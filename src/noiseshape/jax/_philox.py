@@ -147,7 +147,7 @@ def _take(flat, start, n: int):
 def lanes(key: Key, j0, n: int):
     """The 16-bit lanes (uint32) of elements ``j0 .. j0 + n - 1``; ``j0`` is a ``(hi, lo)`` pair."""
     count = -(-(n + 7) // 8)  # enough blocks for any start in 0..7
-    b_lo, b_hi, start = _blocks_from(*j0, count, 8)
+    b_lo, b_hi, start = _blocks_from(j0[0], j0[1], count, 8)
     if isinstance(start, int):
         count = -(-(start + n) // 8)
         b_lo, b_hi = b_lo[:count], b_hi[:count]
@@ -194,7 +194,7 @@ def normals(key: Key, j0, n: int, dtype):
     if n == 0:
         return jnp.zeros((0,), dtype)
     count = -(-(n + 1) // 2)
-    b_lo, b_hi, start = _blocks_from(*j0, count, 2)
+    b_lo, b_hi, start = _blocks_from(j0[0], j0[1], count, 2)
     if isinstance(start, int):
         count = -(-(start + n) // 2)
         b_lo, b_hi = b_lo[:count], b_hi[:count]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 from flax import nnx
@@ -93,7 +94,7 @@ class _Noise(nnx.Module):
 
 
 class _Shaped(_Noise):
-    _fn = None
+    _fn: Any = None
 
     def __init__(
         self,
