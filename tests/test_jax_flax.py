@@ -75,6 +75,10 @@ def test_linen_deterministic_must_come_from_exactly_one_place():
     with pytest.raises(NoiseShapeError, match="both the field and the call"):
         nsl.Dropout(0.5, deterministic=True).apply({}, jnp.ones((2, 2)), deterministic=False)
     assert nsl.Dropout(0.5, deterministic=True).apply({}, jnp.ones((2, 2))).shape == (2, 2)
+    # rate 0 needs no key, as in flax.linen.Dropout
+    x = jnp.ones((2, 2))
+    assert nsl.Dropout(0.0).apply({}, x, deterministic=False) is x
+    assert nn.Dropout(0.0).apply({}, x, deterministic=False) is x
 
 
 def test_nnx_dropout_takes_what_flax_nnx_dropout_takes():
@@ -96,6 +100,7 @@ def test_nnx_dropout_takes_what_flax_nnx_dropout_takes():
     assert ours(x, rngs=nnx.Rngs(dropout=1)).shape == x.shape
     with pytest.raises(NoiseShapeError, match="rngs is NoneType"):
         nsx.Dropout(0.5)(x)
+    assert nsx.Dropout(0.0)(x) is x and nnx.Dropout(0.0)(x) is x  # rate 0 needs no key, as in Flax
     with pytest.raises(NoiseShapeError, match="deterministic is not set"):
         nsx.Dropout(0.5, deterministic=None)(x)
 

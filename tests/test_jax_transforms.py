@@ -1,7 +1,6 @@
 """noiseshape.jax under jit (any batch size), grad (both modes), vmap and sharded arrays."""
 
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -12,8 +11,6 @@ import numpy as np
 
 import noiseshape.jax as nsj
 from noiseshape import _rng
-
-SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 
 
 def _reference_mask(shape, rate, seed, stream=0, offset=0, shared=False):
@@ -108,7 +105,6 @@ print("ok", len(meshes) * len(cases))
 
 def test_sharded_arrays_get_the_global_array_s_masks_whatever_the_mesh():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_SHARDED)], capture_output=True, text=True, env=env, timeout=300
     )

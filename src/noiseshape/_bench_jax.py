@@ -7,6 +7,7 @@ timed to ``block_until_ready``; the ratios are to the floor of the group.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -15,7 +16,7 @@ from . import _bench
 __all__ = ["main"]
 
 
-def _cases(shape, rate):
+def _cases(shape, rate, with_grad=True):
     """Yield (group, name, setup) like :func:`noiseshape._bench._cases`; the first of a group is its floor."""
     import flax.linen as nn
     import jax
@@ -53,12 +54,12 @@ def _cases(shape, rate):
     for name, fn in forward:
         yield "JAX forward (jit)", name, timed(fn)
 
-    def with_grad(fn):
+    def grad_of(fn):
         return lambda v, k: jax.value_and_grad(lambda u: (fn(u, k) * g).sum())(v)
 
-    for name, fn in forward:
+    for name, fn in forward if with_grad else ():
         label = "floor: grad of (x * 2 * g).sum()" if name.startswith("floor") else name
-        yield "JAX forward+backward (jit grad)", label, timed(with_grad(fn))
+        yield "JAX forward+backward (jit grad)", label, timed(grad_of(fn))
 
     from . import numpy as nsn
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per case (default 30)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--forward-only", action="store_true", help="skip the forward+backward group")
     args = parser.parse_args(argv)
     try:
         shape = tuple(int(s) for s in args.shape.split(","))
@@ -96,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
 
-    rows = _bench.run(shape, args.rate, args.repeats, progress, make_cases=_cases)
+    cases = functools.partial(_cases, with_grad=not args.forward_only)
+    rows = _bench.run(shape, args.rate, args.repeats, progress, make_cases=cases)
     machine = f"{_bench.machine()}, JAX {jax.__version__} on {jax.devices()[0].platform}, Flax {flax.__version__}"
     print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
     print(f"machine: {machine}")
     print(_bench.table(rows))
     for group in ("JAX forward (jit)", "JAX forward+backward (jit grad)"):
         times = {r["name"]: r["median_ms"] for r in rows if r["group"] == group}
+        if not times:
+            continue
         ours, peer = times["noiseshape.jax.dropout"], times["flax.linen.Dropout"]
         print(f"{group}: flax.linen.Dropout takes {peer / ours:.1f}x the time of noiseshape.jax.dropout")
     if args.json:

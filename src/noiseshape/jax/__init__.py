@@ -10,8 +10,9 @@ True
 7
 
 Masks are drawn by Philox4x32-10 written in ``jax.numpy`` on uint32 words (the 64-bit products of a
-round are ``x * M`` and ``lax.mulhi(x, M)``), which XLA compiles for CPU, GPU and TPU alike; they are
-bit-identical to :mod:`noiseshape.numpy` and :mod:`noiseshape.torch` for the same seed and stream.
+round come from 16-bit limbs), which XLA compiles for CPU, GPU and TPU alike and partitions like any
+other elementwise code; they are bit-identical to :mod:`noiseshape.numpy` and :mod:`noiseshape.torch`
+for the same seed and stream.
 A JAX key stands for ``seed = key_data[0] << 32 | key_data[1]`` (XOR-folded over word pairs for
 longer keys); ``stream`` is an argument (0 by default). Normal variates (Gaussian noise and dropout)
 are computed in float64 when ``jax_enable_x64`` is on (the contract's 2 float32 ulp); in float32

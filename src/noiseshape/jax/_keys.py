@@ -13,6 +13,8 @@ and ``noiseshape.torch`` draw the same mask (:func:`seed_of` gives the seed as a
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,7 @@ __all__ = ["key_of", "seed_of"]
 
 def _words(op: str, key, shape=None, spec=None):
     """The uint32 words of a single key (typed or raw), checked."""
+    data: Any
     if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         data = jax.random.key_data(key)
     elif isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32:

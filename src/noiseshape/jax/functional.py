@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,7 @@ class _Draw(NamedTuple):
     rate: float
     spec: NoiseSpec
     words: jax.Array
-    j0_words: jax.Array | None
+    j0_words: Any  # None, or a uint32 array [hi, lo]
 
 
 def _as_array(op: str, x, spec_text):
@@ -92,7 +92,7 @@ def _check_offset(op: str, batch_offset, shape, spec_text):
     return int(batch_offset)
 
 
-def _first_index(op, spec: NoiseSpec, batch_offset, shape, spec_text) -> tuple:
+def _first_index(op, spec: NoiseSpec, batch_offset, shape, spec_text) -> Any:
     """The words ``[hi, lo]`` of the first global index ``batch_offset * prod(R[1:])``, or None when it is 0."""
     per_sample = math.prod(spec.shape[1:])
     if spec.batch_shared or (isinstance(batch_offset, int) and batch_offset == 0):

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -46,7 +47,7 @@ def _call(module, fn, inputs, deterministic, rng, batch_offset, *args, **kwargs)
             shape=getattr(inputs, "shape", None),
         )
     deterministic = module.deterministic if deterministic is None else deterministic
-    if deterministic:
+    if deterministic or (isinstance(args[0], numbers.Real) and args[0] == 0):  # as Flax: no key for rate 0
         return fn(inputs, *args, deterministic=True, **kwargs)
     if rng is None:
         rng = module.make_rng(module.rng_collection)

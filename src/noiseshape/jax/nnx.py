@@ -19,7 +19,9 @@ True
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 from flax import nnx
@@ -72,7 +74,7 @@ class _Noise(nnx.Module):
                 "or use nnx.view(model, deterministic=...)",
                 shape=getattr(inputs, "shape", None),
             )
-        if deterministic:
+        if deterministic or (isinstance(args[0], numbers.Real) and args[0] == 0):  # as Flax: no key for rate 0
             return fn(inputs, *args, deterministic=True, **kwargs)
         rngs = self.rngs if rngs is None else rngs
         if isinstance(rngs, nnx.Rngs):
@@ -92,7 +94,7 @@ class _Noise(nnx.Module):
 
 
 class _Shaped(_Noise):
-    _fn = None
+    _fn: Any = None
 
     def __init__(
         self,
