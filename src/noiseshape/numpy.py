@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _rng
+from ._coords import Rows, locate
 from ._errors import fail
 from ._spec import _spec_text, check_rate, check_u64, collapse, resolve
 from ._threads import get_num_threads
@@ -32,25 +33,35 @@ def _seed(seed, op, shape, spec) -> int:
     return check_u64(seed, name="seed", op=op, shape=shape, spec=spec)
 
 
-def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset):
+def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords=None):
+    """The checked ``(rate, local spec, seed, stream, at)``; ``at`` is the first global index or the rows."""
     spec_text = _spec_text(noise_shape, broadcast_dims)
     rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op)
     seed = _seed(seed, op, shape, spec_text)
     stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
-    return rate, spec, seed, stream, batch_offset
+    spec, at = locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
+    )
+    return rate, spec, seed, stream, at
 
 
-def _reduced_mask(spec, seed, stream, batch_offset, t) -> np.ndarray:
+def _reduced_mask(spec, seed, stream, at, t) -> np.ndarray:
     from . import _core
 
     mask = np.empty(spec.shape, dtype=np.uint8)
-    _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, spec.first_index(batch_offset), t, get_num_threads())
+    if isinstance(at, Rows):
+        starts = np.ascontiguousarray(at.starts)
+        _core.keep_mask_rows(
+            mask.ctypes.data, starts.size, at.run, starts.ctypes.data, seed, stream, t, get_num_threads()
+        )
+    else:
+        _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, at, t, get_num_threads())
     return mask
 
 
-def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, stream=0, batch_offset=0):
+def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, stream=0, batch_offset=0, coords=None):
     """The reduced keep mask (``bool``, drawn at the noise shape) that :func:`dropout` applies.
 
     >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
@@ -66,10 +77,10 @@ def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, 
         raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers") from None
     if any(s < 0 for s in shape):
         raise fail(op, f"shape is {shape!r}; sizes cannot be negative")
-    rate, spec, seed, stream, batch_offset = _prepare(
-        op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    rate, spec, seed, stream, at = _prepare(
+        op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
     )
-    return _reduced_mask(spec, seed, stream, batch_offset, _rng.threshold(rate)).view(bool)
+    return _reduced_mask(spec, seed, stream, at, _rng.threshold(rate)).view(bool)
 
 
 def dropout(
@@ -81,6 +92,7 @@ def dropout(
     seed=None,
     stream=0,
     batch_offset=0,
+    coords=None,
     training=True,
 ):
     """Dropout with a Keras ``noise_shape`` (or Flax ``broadcast_dims``) on a NumPy array.
@@ -88,7 +100,9 @@ def dropout(
     Each element of the mask drawn at the noise shape is kept with probability ``1 - rate`` and
     broadcast over the axes of size 1; kept values are scaled by the inverse of the realised keep
     probability, dropped values become exactly 0 (also ``nan`` and ``inf``). ``batch_offset`` is the
-    global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks.
+    global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks;
+    ``coords`` (:class:`noiseshape.Coords`) places ``x`` inside a larger array along every axis or by
+    per-row sample ids.
     With ``training=False`` or ``rate == 0`` the input is returned unchanged.
 
     >>> import numpy as np
@@ -114,8 +128,8 @@ def dropout(
             shape=arr.shape,
             spec=_spec_text(noise_shape, broadcast_dims),
         )
-    rate, spec, seed, stream, batch_offset = _prepare(
-        op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    rate, spec, seed, stream, at = _prepare(
+        op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
     )
     if not training or rate == 0.0:
         return x if isinstance(x, np.ndarray) else arr
@@ -130,7 +144,7 @@ def dropout(
     if y.size == 0:
         return y
     threads = get_num_threads()
-    if spec.full:
+    if spec.full and not isinstance(at, Rows):
         src = np.ascontiguousarray(arr)
         _core.dropout(
             code,
@@ -139,14 +153,14 @@ def dropout(
             y.size,
             seed,
             stream,
-            spec.first_index(batch_offset),
+            at,
             t,
             scale,
             0,
             threads,
         )
         return y
-    mask = _reduced_mask(spec, seed, stream, batch_offset, t)
+    mask = _reduced_mask(spec, seed, stream, at, t)
     item = arr.itemsize
     if any(s % item for s in arr.strides):  # a view that is not aligned to its items
         arr = np.ascontiguousarray(arr)

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _rng
+from .. import _coords, _rng
 from .._errors import fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_rate, check_u64, resolve
-from . import _ops
+from . import _ops, _rows
+from . import distributed as _dist
 
 __all__ = [
     "alpha_dropout",
@@ -43,7 +44,6 @@ __all__ = [
 _KEEP_MASK = torch.ops.noiseshape.keep_mask.default
 _DROPOUT_FULL = torch.ops.noiseshape.dropout_full.default
 _APPLY_MASK = torch.ops.noiseshape.apply_mask.default
-_NORMAL = torch.ops.noiseshape.normal.default
 _GAUSSIAN_MUL = torch.ops.noiseshape.gaussian_mul.default
 _DROPOUT_ADD = torch.ops.noiseshape.dropout_add.default
 
@@ -88,21 +88,6 @@ def _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text):
     return seed, stream, batch_offset
 
 
-def _first_index(op, spec: NoiseSpec, batch_offset: int, shape, spec_text, *, batch_axis: int = 0):
-    if not batch_offset:
-        return 0
-    rest = math.prod(spec.shape[batch_axis + 1 :])
-    j0 = spec.first_index(batch_offset) if batch_axis == 0 else batch_offset * rest
-    if isinstance(j0, int) and j0 + math.prod(spec.shape) > _I64_MAX:
-        raise fail(
-            op,
-            f"batch_offset {batch_offset} puts the mask's global indices past 2**63; use a smaller offset",
-            shape=shape,
-            spec=spec_text,
-        )
-    return j0
-
-
 def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, device) -> Tensor:
     """The int64 ``[seed, stream]`` key on ``device``; a ``None`` seed is drawn from ``generator``.
 
@@ -136,17 +121,19 @@ def zeros_with_grad(x: Tensor) -> Tensor:
     return torch.where(torch.zeros((), dtype=torch.bool, device=x.device), x, 0.0)
 
 
+@_dist.sharded("multiplicative")
 def bernoulli_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, scale: float, inplace: bool = False):
     """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0."""
     if t == 0:
         y = zeros_with_grad(x)
-    elif spec.full and x.is_contiguous():
+    elif spec.full and x.is_contiguous() and not _rows.is_rows(j0):
         y = _DROPOUT_FULL(x, key, j0, t, scale, _ops.SAVE_BITS)[0]
     else:
-        y = _APPLY_MASK(x, _KEEP_MASK(key, list(spec.shape), j0, t), scale)
+        y = _APPLY_MASK(x, _rows.keep(key, spec.shape, j0, t), scale)
     return x.copy_(y) if inplace else y
 
 
+@_dist.sharded("affine")
 def alpha_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, inplace: bool = False):
     """Alpha dropout with the keep mask of ``spec``: ``a * x + b`` where kept, ``a * alpha' + b`` where dropped."""
     if t == 0:
@@ -155,19 +142,23 @@ def alpha_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, inplace: bo
         q = t / 65536.0  # the realised keep probability
         a = (q * (1.0 + (1.0 - q) * SELU_ALPHA_P**2)) ** -0.5
         b = -a * SELU_ALPHA_P * (1.0 - q)
-        keep = _KEEP_MASK(key, list(spec.shape), j0, t).bool()
+        keep = _rows.keep(key, spec.shape, j0, t).bool()
         y = torch.where(keep, x * a + b, a * SELU_ALPHA_P + b)
     return x.copy_(y) if inplace else y
 
 
+@_dist.sharded("multiplicative")
 def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, sigma: float) -> Tensor:
     """``x * (1 + sigma * z)`` with ``z`` standard normal at the noise shape."""
+    if _rows.is_rows(j0):
+        return _rows.gaussian_mul(x, key, spec.shape, j0, sigma)
     return _GAUSSIAN_MUL(x, key, list(spec.shape), j0, sigma)
 
 
+@_dist.sharded("additive")
 def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    z = _NORMAL(key, list(spec.shape), j0, x.dtype == torch.float64)
+    z = _rows.normal(key, spec.shape, j0, x.dtype == torch.float64)
     if x.dtype in (torch.float16, torch.bfloat16):
         return (x.float() + z.mul_(stddev)).to(x.dtype)
     return x + z.mul_(stddev)
@@ -204,6 +195,7 @@ def _prepare(
     *,
     check=_check_p,
     batch_axis=0,
+    coords=None,
 ) -> _Draw | None:
     """Check a call on ``x`` (``x``, ``rate`` with ``check``, the noise shape, the seed arguments) and draw its key.
 
@@ -217,7 +209,9 @@ def _prepare(
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
     if not training or rate == 0.0:
         return None
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text, batch_axis=batch_axis)
+    spec, j0 = _coords.locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec
+    )
     return _Draw(rate, spec, draw_key(seed, stream, generator, x.device), j0)
 
 
@@ -238,6 +232,7 @@ def dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Dropout (Srivastava et al., 2014) with a Keras ``noise_shape`` or Flax ``broadcast_dims``.
@@ -260,7 +255,7 @@ def dropout(
     True
     """
     op = "noiseshape.torch.dropout"
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
 
 
@@ -276,6 +271,7 @@ def dropout_add(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``residual + dropout(x + bias)``: the residual connection of a transformer block.
@@ -315,12 +311,14 @@ def dropout_add(
                 shape=shape,
                 spec=spec_text,
             )
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    _dist.check_same_placements(op, x, residual, "residual")
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     h = x if bias is None else x + bias
     if d is None:
         return residual + h
     t = _rng.threshold(d.rate)
-    if t and d.spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None:
+    fused = t and d.spec.full and x.is_contiguous() and not _rows.is_rows(d.j0) and not _dist.is_dtensor(x)
+    if fused and _ops.triton_for(x.device) is not None:
         return _DROPOUT_ADD(x, residual, bias, d.key, d.j0, t, _rng.keep_scale(t))
     return residual + _drop(h, d)
 
@@ -362,11 +360,12 @@ def _spatial(dims):
         seed: int | None = None,
         stream: int = 0,
         batch_offset: int = 0,
+        coords=None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
         noise_shape = spatial_noise_shape(op, x, dims, data_format)
-        d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+        d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
         return x if d is None else _drop(x, d, inplace)
 
     fn.__name__ = fn.__qualname__ = name
@@ -414,6 +413,7 @@ def locked_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Locked (variational) dropout of sequences (Gal & Ghahramani, 2016): one mask per sequence, reused at every step.
@@ -432,7 +432,9 @@ def locked_dropout(
     op = "noiseshape.torch.locked_dropout"
     noise_shape = locked_noise_shape(op, x, batch_first)
     axis = 0 if batch_first else 1
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, batch_axis=axis)
+    d = _prepare(
+        op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords, batch_axis=axis
+    )
     return x if d is None else _drop(x, d, inplace)
 
 
@@ -453,6 +455,7 @@ def drop_path(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Stochastic depth (Huang et al., 2016): drop the whole residual branch of a sample with probability ``p``.
@@ -466,7 +469,7 @@ def drop_path(
     """
     op = "noiseshape.torch.drop_path"
     noise_shape = drop_path_noise_shape(op, x)
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
 
 
@@ -485,6 +488,7 @@ def alpha_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017): keeps zero mean and unit variance for SELU networks.
@@ -502,7 +506,7 @@ def alpha_dropout(
     (True, True)
     """
     op = "noiseshape.torch.alpha_dropout"
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
@@ -523,6 +527,7 @@ def feature_alpha_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017) of whole channels of an (N, C, ...) tensor.
@@ -534,7 +539,7 @@ def feature_alpha_dropout(
     """
     op = "noiseshape.torch.feature_alpha_dropout"
     noise_shape = feature_noise_shape(op, x)
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
@@ -561,6 +566,7 @@ def gaussian_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Gaussian dropout (Srivastava et al., 2014): multiply by ``N(1, p / (1 - p))`` noise drawn at the noise shape.
@@ -577,7 +583,20 @@ def gaussian_dropout(
     """
     op = "noiseshape.torch.gaussian_dropout"
     check = check_gaussian_rate  # p = 1 is an error
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check)
+    d = _prepare(
+        op,
+        x,
+        p,
+        noise_shape,
+        broadcast_dims,
+        training,
+        seed,
+        stream,
+        batch_offset,
+        generator,
+        check=check,
+        coords=coords,
+    )
     if d is None:
         return x
     return gaussian_mul_apply(x, d.spec, d.key, d.j0, math.sqrt(d.rate / (1.0 - d.rate)))
@@ -609,6 +628,7 @@ def gaussian_noise(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Additive Gaussian noise ``x + stddev * z``, ``z`` standard normal drawn at the noise shape.
@@ -622,7 +642,18 @@ def gaussian_noise(
     """
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
-        op, x, stddev, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check_stddev
+        op,
+        x,
+        stddev,
+        noise_shape,
+        broadcast_dims,
+        training,
+        seed,
+        stream,
+        batch_offset,
+        generator,
+        check=check_stddev,
+        coords=coords,
     )
     return x if d is None else gaussian_add_apply(x, d.spec, d.key, d.j0, d.rate)
 
@@ -684,6 +715,7 @@ def block_centres_rate(op: str, p: float, block_size: int, height, width, shape)
     return min(1.0, p / block_size**2 * (height * width) / valid)
 
 
+@_dist.sharded_global
 def block_apply(x: Tensor, key: Tensor, j0, p: float, block_size: int, gamma: float, share_batch: bool = False):
     """DropBlock with centres drawn from ``key``; the kept units are rescaled by count / kept."""
     if _rng.threshold(p) == 0:
@@ -750,6 +782,7 @@ def keep_mask(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords=None,
     generator: torch.Generator | None = None,
     device=None,
 ) -> Tensor:
@@ -773,7 +806,9 @@ def keep_mask(
     p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op)
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    spec, j0 = _coords.locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
+    )
     device = torch.device("cpu") if device is None else torch.device(device)
     key = draw_key(seed, stream, generator, device)
-    return _KEEP_MASK(key, list(spec.shape), j0, _rng.threshold(p)).bool()
+    return _rows.keep(key, spec.shape, j0, _rng.threshold(p)).bool()

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import _rng
+from .. import _coords, _rng
 from .._errors import fail
 from .._spec import _fmt, check_rate, check_u64, resolve
 from . import _ops
@@ -72,6 +72,10 @@ class _NoiseLayer(nn.Module):
         self.rng_key[1] += 1
         return key.to(device)
 
+    def where(self, spec) -> object:
+        """Where this call's mask sits: 0, or its rows inside an enclosing ``noiseshape.global_samples`` block."""
+        return _coords.in_context(self._op(), spec, self._batch_axis())
+
     def _noise_args(self, x: Tensor):
         return self.noise_shape, self.broadcast_dims
 
@@ -127,7 +131,7 @@ class _Rate(_NoiseLayer):
         return self._apply(x, spec, self.next_key(x.device), _rng.threshold(self.p))
 
     def _apply(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t), self.inplace)
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t), self.inplace)
 
 
 class Dropout(_Rate):
@@ -251,7 +255,7 @@ class DropPath(_Rate):
         return nf.drop_path_noise_shape(self._op(), x), None
 
     def _apply(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
@@ -269,7 +273,7 @@ class AlphaDropout(_Rate):
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
     def _apply(self, x, spec, key, t):
-        return nf.alpha_apply(x, spec, key, 0, t, self.inplace)
+        return nf.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
 
 
 class FeatureAlphaDropout(AlphaDropout):
@@ -300,7 +304,7 @@ class GaussianDropout(_Rate):
         nf.check_gaussian_rate(self.p, self._op())
 
     def _apply(self, x, spec, key, t):
-        return nf.gaussian_mul_apply(x, spec, key, 0, math.sqrt(self.p / (1.0 - self.p)))
+        return nf.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
 
 
 class GaussianNoise(_NoiseLayer):
@@ -324,7 +328,8 @@ class GaussianNoise(_NoiseLayer):
         if not self.training or self.stddev == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        return nf.gaussian_add_apply(x, self.spec(x), self.next_key(x.device), 0, self.stddev)
+        spec = self.spec(x)
+        return nf.gaussian_add_apply(x, spec, self.next_key(x.device), self.where(spec), self.stddev)
 
 
 class DropBlock2d(_Rate):
