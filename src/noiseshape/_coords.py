@@ -237,6 +237,7 @@ def row_starts(op, local: NoiseSpec, g_reduced, offset, ids=None, axis=0, spec_t
     if ndim == 0 or math.prod(r_local) == 0:
         return 0
     shared = local.shared
+    offset = tuple(offset) + (0,) * (ndim - len(offset))
     offset = tuple(0 if s else o for s, o in zip(shared, offset))
     if ids is not None and shared[axis]:
         ids = None

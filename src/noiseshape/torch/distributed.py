@@ -17,6 +17,7 @@ to tell each process *where* its piece sits; nothing is communicated and no RNG 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -28,7 +29,16 @@ from .._coords import Coords, Rows, global_samples
 from .._errors import fail
 from .._spec import NoiseSpec
 
-__all__ = ["Coords", "agree_seed", "global_samples", "rank_offset", "row_offsets", "sharded", "sharded_global"]
+__all__ = [
+    "Coords",
+    "accumulate",
+    "agree_seed",
+    "global_samples",
+    "rank_offset",
+    "row_offsets",
+    "sharded",
+    "sharded_global",
+]
 
 _KINDS = ("multiplicative", "affine", "additive")
 
@@ -94,6 +104,27 @@ def _shift(op, at, j0, shape):
     return Rows(at.starts + j0, at.run) if isinstance(at, Rows) else at + j0
 
 
+class _SameLayout(torch.autograd.Function):
+    """Noise on a DTensor whose gradient is laid out like the incoming gradient (as for DTensor's elementwise ops).
+
+    ``apply(t)`` draws the noise of a DTensor ``t`` at ``t``'s own placements; for multiplicative noise the
+    backward is the same map applied to the gradient (whatever its placements, Partial included), for
+    additive noise it is the identity. No layout change, so no collective appears downstream either.
+    """
+
+    @staticmethod
+    def forward(ctx, x, apply, identity_backward):
+        ctx.noise, ctx.identity = apply, identity_backward
+        y = apply(x)
+        if y is x:  # an in-place call
+            ctx.mark_dirty(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad if ctx.identity else ctx.noise(grad)), None, None
+
+
 def sharded(kind: str):
     """Make an engine ``fn(x, spec, key, j0, ...)`` accept a DTensor ``x`` (``spec`` resolved against its global shape).
 
@@ -108,14 +139,18 @@ def sharded(kind: str):
             if not is_dtensor(x):
                 return fn(x, spec, key, j0, *args, **kwargs)
             op = _op_name(fn)
-            local_shape, offset = _layout(op, x, kind)
-            local_spec = NoiseSpec(
-                local_shape, tuple(1 if s else n for s, n in zip(spec.shared, local_shape)), spec.shared
-            )
-            at = _coords.row_starts(op, local_spec, spec.shape, offset, spec_text=None)
-            local = x.to_local()
-            y = fn(local, local_spec, key, _shift(op, at, j0, tuple(x.shape)), *args, **kwargs)
-            return _wrap(x, y, local)
+
+            def at_layout(t):
+                local_shape, offset = _layout(op, t, kind)
+                shared = spec.shared
+                local_spec = NoiseSpec(local_shape, tuple(1 if s else n for s, n in zip(shared, local_shape)), shared)
+                at = _coords.row_starts(op, local_spec, spec.shape, offset)
+                local = t.to_local()
+                return _wrap(t, fn(local, local_spec, key, _shift(op, at, j0, tuple(t.shape)), *args, **kwargs), local)
+
+            if kind == "affine":  # backward is not the noise itself: differentiate through to_local / from_local
+                return at_layout(x)
+            return _SameLayout.apply(x, at_layout, kind == "additive")
 
         return wrapper
 
@@ -134,12 +169,16 @@ def sharded_global(fn):
     def wrapper(x, key, j0, *args, **kwargs):
         if not is_dtensor(x):
             return fn(x, key, j0, *args, **kwargs)
-        local_shape, offset = _layout(_op_name(fn), x, "multiplicative")
-        local = x.to_local()
-        factor = fn(torch.ones(x.shape, dtype=local.dtype, device=local.device), key, j0, *args, **kwargs)
-        block = factor[tuple(slice(o, o + n) for o, n in zip(offset, local_shape))]
-        y = torch.where(block != 0, local * block, torch.zeros((), dtype=local.dtype, device=local.device))
-        return _wrap(x, y, local)
+
+        def at_layout(t):
+            local_shape, offset = _layout(_op_name(fn), t, "multiplicative")
+            local = t.to_local()
+            factor = fn(torch.ones(t.shape, dtype=local.dtype, device=local.device), key, j0, *args, **kwargs)
+            block = factor[tuple(slice(o, o + n) for o, n in zip(offset, local_shape))]
+            y = torch.where(block != 0, local * block, torch.zeros((), dtype=local.dtype, device=local.device))
+            return _wrap(t, y, local)
+
+        return _SameLayout.apply(x, at_layout, False)
 
     return wrapper
 
@@ -217,3 +256,42 @@ def agree_seed(seed: int | None = None, group=None, src: int = 0) -> int:
     buf = torch.tensor([seed - (1 << 64) if seed >> 63 else seed], dtype=torch.int64)
     dist.broadcast(buf, src=dist.get_global_rank(group, src) if group is not None else src, group=group)
     return int(buf.item()) & ((1 << 64) - 1)
+
+
+@contextlib.contextmanager
+def accumulate(model: torch.nn.Module):
+    """Gradient accumulation: every forward call of ``model`` inside the block draws the masks of one step.
+
+    A seeded noise layer advances its stream once per training call, so ``k`` micro-batches would
+    otherwise draw ``k`` different streams. Inside the block each call of ``model`` starts from the
+    streams the block was entered with, and the block leaves them as one call left them. Combine it
+    with :func:`global_samples` so each micro-batch takes its rows' masks:
+
+    >>> import torch, noiseshape.torch as nst
+    >>> from noiseshape.torch.distributed import accumulate, global_samples
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 3), nst.Dropout(0.5, seed=1))
+    >>> x = torch.randn(6, 3)
+    >>> with accumulate(model):
+    ...     parts = []
+    ...     for start in (0, 2, 4):
+    ...         with global_samples(start, 2):
+    ...             parts.append(model(x[start : start + 2]))
+    >>> whole = nst.Dropout(0.5, seed=1)(model[0](x))
+    >>> torch.equal(torch.cat(parts), whole), model[1].rng_key.tolist()    # one step: the stream moved once
+    (True, [1, 1])
+    """
+    from .modules import _NoiseLayer
+
+    layers = [m for m in model.modules() if isinstance(m, _NoiseLayer) and m.seed is not None]
+    start = [m.rng_key.clone() for m in layers]
+
+    def rewind(module, args):
+        with torch.no_grad():
+            for m, k in zip(layers, start):
+                m.rng_key.copy_(k)
+
+    handle = model.register_forward_pre_hook(rewind)
+    try:
+        yield
+    finally:
+        handle.remove()
