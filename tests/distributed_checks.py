@@ -224,122 +224,31 @@ def dtensor_errors(ctx):
 # tensor and sequence parallelism
 
 
-def _block_cls():
-    import torch.nn.functional as F
-    from torch import nn
+def _example(name):
+    """A module of ``examples/`` (the tensor-parallel example's block and comparison are checked here)."""
+    import importlib.util
+    from pathlib import Path
 
-    import noiseshape.torch as nst
-
-    class Block(nn.Module):
-        """A transformer block: attention with shaped dropout of the probabilities, an MLP with dropout shared
-        over time, residual dropout through dropout_add. ``trace`` keeps every noise output (to compare masks);
-        ``noise=False`` sets every rate to 0 (the same block without noise, to count its collectives)."""
-
-        def __init__(self, dim=16, heads=4, noise=True):
-            super().__init__()
-            self.heads = heads
-            self.p = 0.1 if noise else 0.0
-            self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-            self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-            self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-            self.attn_drop = nst.Dropout(2 * self.p, noise_shape=(None, None, 1, None), seed=5)
-            self.mlp_drop = nst.Dropout(3 * self.p, noise_shape=(None, 1, None), seed=6)
-            self.trace = []
-
-        def forward(self, x):
-            h = self.ln1(x)
-
-            def split(z):
-                return z.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
-            a = (q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)).softmax(-1)
-            a = self.attn_drop(a)
-            self.trace.append(a)
-            a = (a @ v).transpose(1, 2).flatten(-2)
-            x = nst.dropout_add(self.o(a), x, self.p, seed=7)
-            self.trace.append(x)
-            m = self.mlp_drop(F.gelu(self.fc1(self.ln2(x))))
-            self.trace.append(m)
-            out = nst.dropout_add(self.fc2(m), x, self.p, seed=8)
-            self.trace.append(out)
-            return out
-
-    return Block
-
-
-def _parallel_block(block, mesh, sequence_parallel: bool):
-    """Tensor parallel (Colwise q/k/v/fc1, Rowwise o/fc2), with SequenceParallel norms and Shard(1) residuals."""
-    from torch.distributed.tensor import Shard
-    from torch.distributed.tensor.parallel import (
-        ColwiseParallel,
-        RowwiseParallel,
-        SequenceParallel,
-        parallelize_module,
-    )
-
-    if sequence_parallel:
-        col = ColwiseParallel(input_layouts=Shard(1), use_local_output=False)
-        row = RowwiseParallel(output_layouts=Shard(1), use_local_output=False)
-        plan = {"ln1": SequenceParallel(), "ln2": SequenceParallel()}
-    else:  # replicated residual stream: plain tensors between the parallel regions
-        col = ColwiseParallel(use_local_output=False)
-        row = RowwiseParallel()
-        plan = {}
-    plan.update(q=col, k=col, v=col, o=row, fc1=col, fc2=row)
-    return parallelize_module(block, mesh, plan)
-
-
-def _full(t):
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @check
 def tensor_parallel_block(ctx):
-    """Colwise/Rowwise (+ SequenceParallel) block: the same masks as one process, outputs/grads up to reduction order;
-    the noise adds no collective (the block's own count is the same with every rate at 0)."""
-    import copy
-
-    from torch.distributed.tensor import Shard, distribute_tensor
-    from torch.distributed.tensor.debug import CommDebugMode
-
-    Block = _block_cls()
-    rows, ok = [], True
-    x = data(2, 8, 16, seed=3)
-    for mesh_name in ("mesh4", "tp2"):
-        mesh = ctx[mesh_name]
-        for sp in (False, True):
-            counts, runs = {}, {}
-            for noise in (False, True):
-                torch.manual_seed(0)
-                ref = Block(noise=noise)
-                par = _parallel_block(copy.deepcopy(ref), mesh, sp)
-                xd = (distribute_tensor(x, mesh, [Shard(1)]) if sp else x.clone()).requires_grad_()
-                with CommDebugMode() as comm:
-                    y = par(xd)
-                    y.sum().backward()
-                counts[noise] = comm.get_total_counts()
-                runs[noise] = (ref, par, xd, y)
-            ref, par, xd, y = runs[True]
-            ref_x = x.clone().requires_grad_()
-            y_ref = ref(ref_x)
-            _full(y_ref).sum().backward()
-            masks = all(torch.equal(_full(p) == 0, r == 0) for p, r in zip(par.trace, ref.trace))
-            diff = maxdiff(_full(y), y_ref)
-            gdiff = max(maxdiff(_full(pp.grad), rp.grad) for pp, rp in zip(par.parameters(), ref.parameters()))
-            gdiff = max(gdiff, maxdiff(_full(xd.grad), ref_x.grad))
-            rows.append(
-                {
-                    "mesh": f"{mesh_name} ({mesh.size()} ranks)",
-                    "layout": "TP + SequenceParallel" if sp else "TP",
-                    "masks": masks,
-                    "maxdiff": diff,
-                    "grad_maxdiff": gdiff,
-                    "collectives_with_noise": counts[True],
-                    "collectives_without_noise": counts[False],
-                }
-            )
-            ok &= masks and diff < 1e-5 and gdiff < 1e-4 and counts[True] == counts[False]
+    """examples/tensor_parallel.py: Colwise/Rowwise (+ SequenceParallel) block on 4 and 2 ranks draws the masks of one
+    process, outputs and gradients equal up to reduction order, and the noise adds no collective."""
+    example = _example("tensor_parallel")
+    rows = [example.compare(ctx[mesh], sp) for mesh in ("mesh4", "tp2") for sp in (False, True)]
+    ok = all(
+        r["masks_identical"]
+        and r["max_output_difference"] < 1e-5
+        and r["max_grad_difference"] < 1e-4
+        and r["collectives"] == r["collectives_without_noise"]
+        for r in rows
+    )
     return ok, {"cases": rows}
 
 
