@@ -37,7 +37,7 @@ def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_o
     """The checked ``(rate, local spec, seed, stream, at)``; ``at`` is the first global index or the rows."""
     spec_text = _spec_text(noise_shape, broadcast_dims)
     rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed = _seed(seed, op, shape, spec_text)
     stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)

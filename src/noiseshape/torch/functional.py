@@ -205,13 +205,13 @@ def _prepare(
     _check_tensor(op, x, spec_text)
     shape = tuple(x.shape)
     rate = check(rate, op, shape, spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
+    place = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec, spec_text=spec_text)
+    placed = None if coords is None else _coords.locate(op, shape, noise_shape, broadcast_dims, **place)
     if not training or rate == 0.0:
         return None
-    spec, j0 = _coords.locate(
-        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec
-    )
+    spec, j0 = placed or _coords.locate(op, shape, noise_shape, broadcast_dims, **place)
     return _Draw(rate, spec, draw_key(seed, stream, generator, x.device), j0)
 
 
@@ -804,7 +804,7 @@ def keep_mask(
     if any(s < 0 for s in shape):
         raise fail(op, f"shape is {shape!r}; sizes cannot be negative", spec=spec_text)
     p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
     spec, j0 = _coords.locate(
         op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
