@@ -274,6 +274,20 @@ def _element_strides(t: Tensor) -> tuple[int, ...]:
     return tuple(t.stride())
 
 
+def apply_mask_into(core, x: Tensor, y: Tensor, mask: Tensor, scale: float) -> Tensor:
+    """``y = mask ? x * scale : 0`` by the C core, ``mask`` (uint8) broadcast to ``x``'s shape; ``y`` may be ``x``."""
+    from .._spec import collapse
+
+    m = mask.contiguous()
+    shape, xs, ys, ms = collapse(
+        tuple(x.shape), _element_strides(x), _element_strides(y), _element_strides(m.expand(x.shape))
+    )
+    core.apply_mask(
+        DTYPE_CODES[x.dtype], x.data_ptr(), y.data_ptr(), m.data_ptr(), shape, xs, ys, ms, scale, _threads(x.numel())
+    )
+    return y
+
+
 @torch.library.custom_op("noiseshape::apply_mask", mutates_args=())
 def apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
     y = torch.empty_like(x)
@@ -285,24 +299,7 @@ def apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
         out = tr.dropout_bcast_fwd(x, mask, scale)
         return out if x.is_contiguous() else y.copy_(out)
     if core is not None:
-        from .._spec import collapse
-
-        m = mask.contiguous()
-        shape, xs, ys, ms = collapse(
-            tuple(x.shape), _element_strides(x), _element_strides(y), _element_strides(m.expand(x.shape))
-        )
-        core.apply_mask(
-            DTYPE_CODES[x.dtype],
-            x.data_ptr(),
-            y.data_ptr(),
-            m.data_ptr(),
-            shape,
-            xs,
-            ys,
-            ms,
-            scale,
-            _threads(x.numel()),
-        )
+        apply_mask_into(core, x, y, mask, scale)
     else:
         y.copy_(_select(x, mask.bool(), scale))
     return y

@@ -14,12 +14,19 @@ from torch import Tensor
 from .._coords import Rows
 from . import _ops, _philox
 
-__all__ = ["is_rows", "keep", "normal"]
+__all__ = ["gaussian_mul", "is_rows", "keep", "key_for", "normal"]
 
 
 def is_rows(at) -> bool:
     """Whether a mask position is a set of rows (else it is the integer ``j0`` of one run)."""
     return isinstance(at, Rows)
+
+
+def key_for(key, at, device):
+    """The key to draw at ``at`` with: a ``(seed, stream)`` pair of the eager path becomes the key tensor for rows."""
+    if type(key) is tuple and is_rows(at):
+        return _ops.make_key(key[0], key[1], device)
+    return key
 
 
 def _starts(at: Rows, device) -> Tensor:

@@ -21,8 +21,9 @@ from torch import Tensor
 from .. import _coords, _rng
 from .._errors import fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_rate, check_u64, resolve
-from . import _ops, _rows
+from . import _eager, _ops, _rows
 from . import distributed as _dist
+from ._eager import eager_ok
 
 __all__ = [
     "alpha_dropout",
@@ -102,6 +103,51 @@ def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, d
     return _ops.make_key(seed, stream, device)
 
 
+def call_key(x, seed: int | None, stream: int, generator: torch.Generator | None):
+    """The key of a call on ``x``: ``(seed, stream)`` as Python ints on the eager path, else the key tensor.
+
+    A ``None`` seed is drawn from ``generator`` either way, by the same draw.
+    """
+    if eager_ok(x):
+        return (_eager.draw_seed(generator) if seed is None else seed, stream)
+    return draw_key(seed, stream, generator, x.device)
+
+
+def _key_tensor(key, device) -> Tensor:
+    return _ops.make_key(key[0], key[1], device) if type(key) is tuple else key
+
+
+_SPECS: dict = {}
+_ENTRY_TYPES = frozenset((type(None), int, type(...)))
+
+
+def resolve_cached(shape, noise_shape, broadcast_dims, op: str) -> tuple[NoiseSpec, bool]:
+    """``resolve`` (and whether the mask is full-shape), cached per (shape, spec) for plain int entries."""
+    if torch.compiler.is_compiling():
+        cacheable = False  # a traced lookup would guard on the cache's contents
+    elif noise_shape is None:
+        cacheable = (
+            broadcast_dims is None
+            or type(broadcast_dims) is int
+            or (type(broadcast_dims) is tuple and _ENTRY_TYPES.issuperset(map(type, broadcast_dims)))
+        )
+    else:
+        cacheable = (
+            broadcast_dims is None and type(noise_shape) is tuple and _ENTRY_TYPES.issuperset(map(type, noise_shape))
+        )
+    if not cacheable:
+        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
+        return spec, spec.full
+    k = (shape, noise_shape, broadcast_dims)
+    hit = _SPECS.get(k)
+    if hit is None:
+        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        hit = _SPECS[k] = (spec, spec.full)
+    return hit
+
+
 def share_axis(spec: NoiseSpec, axis: int) -> NoiseSpec:
     """``spec`` with one draw shared along ``axis`` (used to give a whole batch one mask)."""
     if axis >= len(spec.shape):
@@ -122,8 +168,19 @@ def zeros_with_grad(x: Tensor) -> Tensor:
 
 
 @_dist.sharded("multiplicative")
-def bernoulli_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, scale: float, inplace: bool = False):
-    """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0."""
+def bernoulli_apply(
+    x: Tensor, spec: NoiseSpec, key, j0, t: int, scale: float, inplace: bool = False, full: bool | None = None
+):
+    """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0.
+
+    ``key`` is ``(seed, stream)`` on the eager path (see :func:`call_key`), else the key tensor; ``j0``
+    is the first global index, or the rows of a piece of a larger tensor (then the custom ops draw them).
+    """
+    key = _rows.key_for(key, j0, x.device)
+    if type(key) is tuple:
+        full = spec.full if full is None else full
+        noise = _eager.Noise(key[0], key[1], spec.shape, j0, t=t, scale=scale, full=full)
+        return _eager.noise_mul(x, noise, inplace)
     if t == 0:
         y = zeros_with_grad(x)
     elif spec.full and x.is_contiguous() and not _rows.is_rows(j0):
@@ -133,8 +190,24 @@ def bernoulli_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, scale: 
     return x.copy_(y) if inplace else y
 
 
+def mask_of(key, shape, j0, t: int, device) -> Tensor:
+    """The uint8 keep flags at ``shape`` drawn from ``key`` (a ``(seed, stream)`` pair or the key tensor)."""
+    key = _rows.key_for(key, j0, device)
+    if type(key) is tuple:
+        return _eager.keep_mask(key[0], key[1], tuple(shape), j0, t, device)
+    return _rows.keep(key, shape, j0, t)
+
+
+def normal_of(key, shape, j0, double: bool, device) -> Tensor:
+    """Standard normal variates at ``shape`` drawn from ``key`` (float64 when ``double``, else float32)."""
+    key = _rows.key_for(key, j0, device)
+    if type(key) is tuple:
+        return _eager.normal(key[0], key[1], tuple(shape), j0, double, device)
+    return _rows.normal(key, shape, j0, double)
+
+
 @_dist.sharded("affine")
-def alpha_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, inplace: bool = False):
+def alpha_apply(x: Tensor, spec: NoiseSpec, key, j0, t: int, inplace: bool = False):
     """Alpha dropout with the keep mask of ``spec``: ``a * x + b`` where kept, ``a * alpha' + b`` where dropped."""
     if t == 0:
         y = zeros_with_grad(x)
@@ -142,23 +215,26 @@ def alpha_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, t: int, inplace: bo
         q = t / 65536.0  # the realised keep probability
         a = (q * (1.0 + (1.0 - q) * SELU_ALPHA_P**2)) ** -0.5
         b = -a * SELU_ALPHA_P * (1.0 - q)
-        keep = _rows.keep(key, spec.shape, j0, t).bool()
+        keep = mask_of(key, spec.shape, j0, t, x.device).bool()
         y = torch.where(keep, x * a + b, a * SELU_ALPHA_P + b)
     return x.copy_(y) if inplace else y
 
 
 @_dist.sharded("multiplicative")
-def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, sigma: float) -> Tensor:
+def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Tensor:
     """``x * (1 + sigma * z)`` with ``z`` standard normal at the noise shape."""
+    key = _rows.key_for(key, j0, x.device)
+    if type(key) is tuple:
+        return _eager.noise_mul(x, _eager.Noise(key[0], key[1], spec.shape, j0, scale=sigma, gaussian=True))
     if _rows.is_rows(j0):
         return _rows.gaussian_mul(x, key, spec.shape, j0, sigma)
     return _GAUSSIAN_MUL(x, key, list(spec.shape), j0, sigma)
 
 
 @_dist.sharded("additive")
-def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, stddev: float) -> Tensor:
+def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    z = _rows.normal(key, spec.shape, j0, x.dtype == torch.float64)
+    z = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device)
     if x.dtype in (torch.float16, torch.bfloat16):
         return (x.float() + z.mul_(stddev)).to(x.dtype)
     return x + z.mul_(stddev)
@@ -169,16 +245,68 @@ def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key: Tensor, j0, stddev: floa
 
 
 class _Draw(NamedTuple):
-    """What a training call draws its noise with: the checked rate, the noise spec, the key, the first global index."""
+    """What a training call draws its noise with: the checked rate, the noise spec, the key, the first global index.
+
+    ``key`` is ``(seed, stream)`` as Python ints on the eager path, else the int64 key tensor;
+    ``full`` says whether the mask has the input's shape.
+    """
 
     rate: float
     spec: NoiseSpec
-    key: Tensor
+    key: object
     j0: int
+    full: bool
 
 
 def _check_p(p, op: str, shape=None, spec=None) -> float:
     return check_rate(p, op=op, name="p", shape=shape, spec=spec)
+
+
+def _entry_probe(noise_shape, broadcast_dims):
+    """An input shape that every well-formed entry of ``noise_shape`` fits (to check the entries without ``x``)."""
+    if broadcast_dims is not None:
+        return (1,) * 64
+    try:
+        entries = list(noise_shape)
+    except TypeError:
+        return ()
+    return tuple(
+        max(int(e), 0) if isinstance(e, numbers.Integral) and not isinstance(e, bool) else 1
+        for e in entries
+        if e is not Ellipsis
+    )
+
+
+def check_static(
+    op, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, generator, *, check=_check_p
+) -> None:
+    """Check the arguments of a call that do not depend on ``x`` (what a ``training=False`` call still checks)."""
+    if (
+        type(rate) is float
+        and 0.0 <= rate <= 1.0
+        and check is _check_p
+        and noise_shape is None
+        and broadcast_dims is None
+        and seed is None
+        and generator is None
+        and stream == 0
+        and batch_offset == 0
+        and type(stream) is int
+        and type(batch_offset) is int
+    ):
+        return
+    spec_text = _spec_text(noise_shape, broadcast_dims)
+    check(rate, op, None, spec_text)
+    if noise_shape is not None or broadcast_dims is not None:
+        resolve(_entry_probe(noise_shape, broadcast_dims), noise_shape, broadcast_dims, op=op)
+    _check_seed(op, seed, stream, batch_offset, generator, None, spec_text)
+
+
+def _plain_u64(v) -> bool:
+    return type(v) is int and 0 <= v <= _U64
+
+
+_U64 = (1 << 64) - 1
 
 
 def _prepare(
@@ -200,25 +328,52 @@ def _prepare(
     """Check a call on ``x`` (``x``, ``rate`` with ``check``, the noise shape, the seed arguments) and draw its key.
 
     None when the call leaves ``x`` unchanged (``training=False`` or a zero rate); no seed is drawn then.
+    With ``training=False`` only the arguments that do not depend on ``x`` are checked.
     """
+    if not training:
+        check_static(op, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, generator, check=check)
+        return None
+    if (
+        type(rate) is float
+        and check is _check_p
+        and 0.0 <= rate <= 1.0
+        and (seed is None or _plain_u64(seed))
+        and generator is None
+        and _plain_u64(stream)
+        and _plain_u64(batch_offset)
+        and isinstance(x, Tensor)
+        and x.dtype in _ops.DTYPE_CODES
+        and coords is None
+        and eager_ok(x)
+    ):  # the common eager call: plain arguments, checks and noise shape resolution cached
+        if rate == 0.0:
+            resolve_cached(x.shape, noise_shape, broadcast_dims, op)
+            return None
+        spec, full = resolve_cached(x.shape, noise_shape, broadcast_dims, op)
+        if batch_offset:
+            where = dict(batch_offset=batch_offset, axis=batch_axis, spec=spec)
+            spec, j0 = _coords.locate(op, tuple(x.shape), noise_shape, broadcast_dims, **where)
+        else:
+            j0 = _coords.in_context(op, spec, batch_axis)
+        return _Draw(rate, spec, (_eager.draw_seed(None) if seed is None else seed, stream), j0, full)
     spec_text = _spec_text(noise_shape, broadcast_dims)
     _check_tensor(op, x, spec_text)
     shape = tuple(x.shape)
     rate = check(rate, op, shape, spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    place = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec, spec_text=spec_text)
-    placed = None if coords is None else _coords.locate(op, shape, noise_shape, broadcast_dims, **place)
-    if not training or rate == 0.0:
+    if rate == 0.0:
         return None
-    spec, j0 = placed or _coords.locate(op, shape, noise_shape, broadcast_dims, **place)
-    return _Draw(rate, spec, draw_key(seed, stream, generator, x.device), j0)
+    spec, j0 = _coords.locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec
+    )
+    return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
 
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
     """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
     t = _rng.threshold(d.rate)
-    return bernoulli_apply(x, d.spec, d.key, d.j0, t, _rng.keep_scale(t) if scale_by_keep else 1.0, inplace)
+    return bernoulli_apply(x, d.spec, d.key, d.j0, t, _rng.keep_scale(t) if scale_by_keep else 1.0, inplace, d.full)
 
 
 def dropout(
@@ -319,18 +474,22 @@ def dropout_add(
     t = _rng.threshold(d.rate)
     fused = t and d.spec.full and x.is_contiguous() and not _rows.is_rows(d.j0) and not _dist.is_dtensor(x)
     if fused and _ops.triton_for(x.device) is not None:
-        return _DROPOUT_ADD(x, residual, bias, d.key, d.j0, t, _rng.keep_scale(t))
+        return _DROPOUT_ADD(x, residual, bias, _key_tensor(d.key, x.device), d.j0, t, _rng.keep_scale(t))
     return residual + _drop(h, d)
 
 
-def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tuple:
-    """The noise shape of spatial dropout: one draw per (sample, channel)."""
+def check_data_format(op: str, data_format, x=None) -> None:
     if data_format not in ("channels_first", "channels_last"):
         raise fail(
             op,
             f"data_format is {data_format!r}; give 'channels_first' (N, C, ...) or 'channels_last' (N, ..., C)",
             shape=tuple(x.shape) if isinstance(x, Tensor) else None,
         )
+
+
+def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tuple:
+    """The noise shape of spatial dropout: one draw per (sample, channel)."""
+    check_data_format(op, data_format, x)
     _check_tensor(op, x)
     if x.dim() != dims + 2:
         axes = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
@@ -364,7 +523,9 @@ def _spatial(dims):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
-        noise_shape = spatial_noise_shape(op, x, dims, data_format)
+        if not training:
+            check_data_format(op, data_format)
+        noise_shape = spatial_noise_shape(op, x, dims, data_format) if training else None
         d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
         return x if d is None else _drop(x, d, inplace)
 
@@ -430,7 +591,7 @@ def locked_dropout(
     True
     """
     op = "noiseshape.torch.locked_dropout"
-    noise_shape = locked_noise_shape(op, x, batch_first)
+    noise_shape = locked_noise_shape(op, x, batch_first) if training else None
     axis = 0 if batch_first else 1
     d = _prepare(
         op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords, batch_axis=axis
@@ -468,7 +629,7 @@ def drop_path(
     True
     """
     op = "noiseshape.torch.drop_path"
-    noise_shape = drop_path_noise_shape(op, x)
+    noise_shape = drop_path_noise_shape(op, x) if training else None
     d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
 
@@ -538,7 +699,7 @@ def feature_alpha_dropout(
     True
     """
     op = "noiseshape.torch.feature_alpha_dropout"
-    noise_shape = feature_noise_shape(op, x)
+    noise_shape = feature_noise_shape(op, x) if training else None
     d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
@@ -694,9 +855,7 @@ def embedding_dropout(
     if training and p > 0.0:
         spec = resolve(shape, (None, 1), op=op)
         t = _rng.threshold(p)
-        weight = bernoulli_apply(
-            weight, spec, draw_key(seed, stream, generator, weight.device), 0, t, _rng.keep_scale(t)
-        )
+        weight = bernoulli_apply(weight, spec, call_key(weight, seed, stream, generator), 0, t, _rng.keep_scale(t))
     return F.embedding(input, weight, padding_idx)
 
 
@@ -721,8 +880,8 @@ def block_apply(x: Tensor, key: Tensor, j0, p: float, block_size: int, gamma: fl
     if _rng.threshold(p) == 0:
         return zeros_with_grad(x)
     n, c, h, w = x.shape
-    centres = _KEEP_MASK(
-        key, [1 if share_batch else n, c, h - block_size + 1, w - block_size + 1], j0, round(gamma * 65536.0)
+    centres = mask_of(
+        key, (1 if share_batch else n, c, h - block_size + 1, w - block_size + 1), j0, round(gamma * 65536.0), x.device
     )
     pad = block_size - 1
     blocks = F.max_pool2d(F.pad(centres.float(), (pad, pad, pad, pad)), block_size, stride=1)
@@ -755,6 +914,11 @@ def drop_block2d(
     True
     """
     op = "noiseshape.torch.drop_block2d"
+    if not training:
+        p = check_rate(p, op=op, name="p")
+        block_centres_rate(op, p, block_size, block_size, block_size, None)
+        _check_seed(op, seed, stream, batch_offset, generator, None, None)
+        return x
     _check_tensor(op, x)
     shape = tuple(x.shape)
     p = check_rate(p, op=op, name="p", shape=shape)
@@ -762,11 +926,11 @@ def drop_block2d(
         raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=shape)
     gamma = block_centres_rate(op, p, block_size, shape[2], shape[3], shape)
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, None)
-    if not training or p == 0.0:
+    if p == 0.0:
         return x
     inner = math.prod(shape[1:2]) * (shape[2] - block_size + 1) * (shape[3] - block_size + 1)
     j0 = batch_offset * inner
-    return block_apply(x, draw_key(seed, stream, generator, x.device), j0, p, int(block_size), gamma)
+    return block_apply(x, call_key(x, seed, stream, generator), j0, p, int(block_size), gamma)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 from .. import _coords, _rng
 from .._errors import fail
 from .._spec import _fmt, check_rate, check_u64, resolve
-from . import _ops
+from . import _eager, _ops, _replay
 from . import functional as nf
+
+_U64 = (1 << 64) - 1
 
 __all__ = [
     "AlphaDropout",
@@ -64,13 +66,35 @@ class _NoiseLayer(nn.Module):
     def _op(cls) -> str:
         return f"noiseshape.torch.{cls.__name__}"
 
-    def next_key(self, device) -> Tensor:
-        """The key of this call; advances the stream counter of a seeded layer."""
+    def next_key(self, x: Tensor):
+        """The key of a call on ``x`` (see :func:`~noiseshape.torch.functional.call_key`); advances a seeded layer.
+
+        On the eager path a seeded layer's call inside a checkpointed segment is matched to its
+        forward, so a recomputation draws the forward's masks (see :mod:`._replay`).
+        """
+        if _eager.eager_ok(x):
+            if self.seed is None:
+                return (_eager.draw_seed(None), 0)
+            key = self.rng_key
+            return (int(key[0]) & _U64 if key.device.type != "cpu" else int(key.numpy()[0]) & _U64,
+                    _replay.take_stream(self, self._advance))  # fmt: skip
         if self.seed is None:
-            return nf.draw_key(None, 0, None, device)
+            return nf.draw_key(None, 0, None, x.device)
         key = self.rng_key.clone()
         self.rng_key[1] += 1
-        return key.to(device)
+        return key.to(x.device)
+
+    def _advance(self) -> int:
+        """The stream counter's value; the counter moves on by one (modulo 2**64)."""
+        key = self.rng_key
+        if key.device.type != "cpu":
+            stream = int(key[1]) & _U64
+            key[1] += 1
+            return stream
+        view = key.numpy()
+        stream = int(view[1]) & _U64
+        view[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
+        return stream
 
     def where(self, spec) -> object:
         """Where this call's mask sits: 0, or its rows inside an enclosing ``noiseshape.global_samples`` block."""
@@ -85,7 +109,7 @@ class _NoiseLayer(nn.Module):
     def spec(self, x: Tensor):
         """The resolved noise spec of a call on ``x``."""
         noise_shape, broadcast_dims = self._noise_args(x)
-        spec = resolve(tuple(x.shape), noise_shape, broadcast_dims, op=self._op())
+        spec, _ = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
         return nf.share_axis(spec, self._batch_axis()) if self.share_batch else spec
 
     def _repr_args(self) -> list[str]:
@@ -127,8 +151,7 @@ class _Rate(_NoiseLayer):
         if not self.training or self.p == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        spec = self.spec(x)
-        return self._apply(x, spec, self.next_key(x.device), _rng.threshold(self.p))
+        return self._apply(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
 
     def _apply(self, x, spec, key, t):
         return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t), self.inplace)
@@ -329,7 +352,7 @@ class GaussianNoise(_NoiseLayer):
             return x
         nf._check_tensor(self._op(), x)
         spec = self.spec(x)
-        return nf.gaussian_add_apply(x, spec, self.next_key(x.device), self.where(spec), self.stddev)
+        return nf.gaussian_add_apply(x, spec, self.next_key(x), self.where(spec), self.stddev)
 
 
 class DropBlock2d(_Rate):
@@ -356,7 +379,7 @@ class DropBlock2d(_Rate):
         if x.dim() != 4:
             raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=tuple(x.shape))
         gamma = nf.block_centres_rate(op, self.p, self.block_size, x.shape[2], x.shape[3], tuple(x.shape))
-        return nf.block_apply(x, self.next_key(x.device), 0, self.p, self.block_size, gamma, self.share_batch)
+        return nf.block_apply(x, self.next_key(x), 0, self.p, self.block_size, gamma, self.share_batch)
 
     def _repr_args(self):
         return [*super()._repr_args(), f"block_size={self.block_size}"]
@@ -393,7 +416,7 @@ class EmbeddingDropout(_Rate):
         weight = self.embedding.weight
         t = _rng.threshold(self.p)
         spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
-        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight.device), 0, t, _rng.keep_scale(t))
+        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t))
         e = self.embedding
         return torch.nn.functional.embedding(input, dropped, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq)
 
@@ -448,7 +471,9 @@ class WeightDropout(_Rate):
         for name in self.names:
             w = self.module.get_parameter(name)
             if key is None:
-                key = self.next_key(w.device)
+                key = self.next_key(w)
+            elif type(key) is tuple and not _eager.eager_ok(w):
+                key = _ops.make_key(key[0], key[1], w.device)
             spec = resolve(tuple(w.shape), self.noise_shape, self.broadcast_dims, op=op)
             params[name] = nf.bernoulli_apply(w, spec, key, j0, t, scale)
             j0 += math.prod(spec.shape)

@@ -1,0 +1,258 @@
+"""The eager path: noise applied by one ``autograd.Function``, the C core called with the seed as a Python int.
+
+Outside tracing (no ``torch.compile``, no fake or meta tensors, no dispatch mode) a call skips the
+custom-op dispatcher: the seed and stream travel as Python ints, a CPU tensor goes straight to the
+C core, and autograd runs through :class:`NoiseMul`, whose backward, forward-mode ``jvp`` and
+``vmap`` rule all apply the same noise to the gradient or tangent. Other devices (CUDA, or the
+pure-torch contract when forced) run the same :class:`Noise` through the custom ops of
+:mod:`._ops`, still under :class:`NoiseMul`, so forward-mode AD holds everywhere in eager.
+
+Under tracing the functional forms call the custom ops directly (their registered autograd).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
+from torch.autograd.function import _SingleLevelFunction
+
+from . import _ops
+
+__all__ = ["Noise", "NoiseMul", "draw_seed", "eager_ok", "keep_mask", "noise_mul", "normal"]
+
+_CPU = torch.device("cpu")
+_U64 = (1 << 64) - 1
+_LO, _HI = -(1 << 63), (1 << 63) - 1
+_Parameter = torch.nn.Parameter
+_strided = torch.strided
+_dispatch_depth = torch._C._len_torch_dispatch_stack
+_functorch_active = torch._C._are_functorch_transforms_active
+_is_compiling = torch.compiler.is_compiling
+_grad_enabled = torch.is_grad_enabled
+
+
+def eager_ok(x) -> bool:
+    """Whether a call on ``x`` takes the eager path: a plain strided tensor, outside tracing and dispatch modes."""
+    return (
+        not _is_compiling()  # first: under dynamo the rest is not traced
+        and (type(x) is Tensor or type(x) is _Parameter)
+        and x.layout == _strided
+        and not x.is_meta
+        and not _dispatch_depth()
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds
+
+
+_local = threading.local()
+
+
+def _seed_buffer():
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        with torch.inference_mode(False):
+            buf = _local.buf = torch.empty(2, dtype=torch.int64)
+        _local.view = buf.numpy()
+    return buf
+
+
+def draw_seed(generator: torch.Generator | None) -> int:
+    """A 64-bit seed from ``generator`` (torch's default CPU generator when None).
+
+    It is the first of the two values ``torch.randint(-2**63, 2**63 - 1, (2,), dtype=torch.int64)``
+    would draw (as an unsigned bit pattern), so the generator advances exactly as it always has:
+    ``torch.manual_seed`` and checkpoint's restore of the RNG state reproduce the seed. On CPU the
+    draw goes into a reused per-thread buffer (no allocation).
+    """
+    if generator is None or generator.device.type == "cpu":
+        _seed_buffer().random_(_LO, _HI, generator=generator)
+        return int(_local.view[0]) & _U64
+    drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=generator.device, generator=generator)
+    return int(drawn[0]) & _U64
+
+
+# ---------------------------------------------------------------------------------------------
+# the noise of one call
+
+
+def _core(device):
+    return _ops.core_for(device) if device.type == "cpu" else None
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >> 63 else v
+
+
+def keep_mask(seed: int, stream: int, shape, j0: int, t: int, device) -> Tensor:
+    """The uint8 keep flags (1 = keep) at ``shape``, elements ``j0 ..``, on ``device``."""
+    core = _core(device)
+    if core is None:
+        return _ops.keep_mask(_ops.make_key(seed, stream, device), list(shape), j0, t)
+    mask = torch.empty(shape, dtype=torch.uint8)
+    n = mask.numel()
+    if n:
+        core.keep_mask(mask.data_ptr(), n, seed, stream, j0, t, _ops._threads(n))
+    return mask
+
+
+def normal(seed: int, stream: int, shape, j0: int, double: bool, device) -> Tensor:
+    """Standard normal variates at ``shape`` (float64 when ``double``, else float32), elements ``j0 ..``."""
+    core = _core(device)
+    if core is None:
+        return _ops.normal(_ops.make_key(seed, stream, device), list(shape), j0, double)
+    out = torch.empty(shape, dtype=torch.float64 if double else torch.float32)
+    n = out.numel()
+    if n:
+        core.normal(out.data_ptr(), 1 if double else 0, n, seed, stream, j0, _ops._threads(n))
+    return out
+
+
+class Noise:
+    """The multiplicative noise of one call, drawn from ``(seed, stream)`` at ``shape`` from global index ``j0``.
+
+    ``gaussian`` False: Bernoulli keep flags with threshold ``t``, kept values times ``scale``; a
+    mask that is not full-shape is drawn once (1 byte per mask element) and kept for backward, a
+    full-shape one is recomputed from the seed (or kept as 1 bit per element with ``bits``).
+    ``gaussian`` True: the factor ``1 + scale * z``, ``z`` standard normal, redrawn when needed.
+    """
+
+    __slots__ = ("bits", "full", "gaussian", "j0", "mask", "scale", "seed", "shape", "stream", "t")
+
+    def __init__(self, seed, stream, shape, j0, *, t=0, scale=1.0, full=False, gaussian=False):
+        self.seed, self.stream, self.shape, self.j0 = seed, stream, shape, j0
+        self.t, self.scale, self.full, self.gaussian = t, scale, full, gaussian
+        self.mask = self.bits = None
+
+    def saved(self) -> Tensor | None:
+        """The tensor backward needs (the reduced mask or the packed bits), if any."""
+        return self.mask if self.mask is not None else self.bits
+
+    def _mask(self, device) -> Tensor:
+        if self.mask is not None:
+            return self.mask
+        mask = keep_mask(self.seed, self.stream, self.shape, self.j0, self.t, device)
+        if not self.full:
+            self.mask = mask
+        return mask
+
+    def key(self, device) -> Tensor:
+        return _ops.make_key(self.seed, self.stream, device)
+
+    def apply(self, v: Tensor, inplace: bool = False) -> Tensor:
+        """The noise applied to ``v`` (a plain tensor, any layout), into ``v`` itself when ``inplace``."""
+        if self.gaussian:
+            return self._gaussian(v, inplace)
+        y = v if inplace else torch.empty_like(v)
+        n = v.numel()
+        if n == 0:
+            return y
+        if self.t == 0:
+            return y.zero_()
+        core = _core(v.device)
+        if core is None:
+            return self._apply_ops(v, y, inplace)
+        code = _ops.DTYPE_CODES[v.dtype]
+        if self.full and self.mask is None and v.is_contiguous() and y.is_contiguous():
+            if self.bits is not None:
+                core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, _ops._threads(n))
+                return y
+            bits_ptr = 0
+            if _ops.SAVE_BITS:
+                self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
+                bits_ptr = self.bits.data_ptr()
+            core.dropout(
+                code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale, bits_ptr,
+                _ops._threads(n),
+            )  # fmt: skip
+            return y
+        return _ops.apply_mask_into(core, v, y, self._mask(_CPU), self.scale)
+
+    def _apply_ops(self, v: Tensor, y: Tensor, inplace: bool) -> Tensor:
+        """The custom ops' kernels (Triton on CUDA, the pure-torch contract elsewhere)."""
+        if self.full and v.is_contiguous():
+            out = _ops.dropout_full(v, self.key(v.device), self.j0, self.t, self.scale, False)[0]
+        else:
+            out = _ops.apply_mask(v, self._mask(v.device), self.scale)
+        return y.copy_(out) if inplace else out
+
+    def _gaussian(self, v: Tensor, inplace: bool) -> Tensor:
+        z = normal(self.seed, self.stream, self.shape, self.j0, v.dtype == torch.float64, v.device)
+        factor = z.mul_(self.scale).add_(1.0)
+        y = v if inplace else torch.empty_like(v)
+        if v.dtype in (torch.float16, torch.bfloat16):
+            return y.copy_(v.float() * factor)
+        return torch.mul(v, factor, out=y)
+
+    def broadcast(self, v: Tensor) -> Tensor:
+        """The noise applied with torch ops to ``v``, whose trailing axes have the noise's input shape (vmap)."""
+        if self.gaussian:
+            factor = normal(self.seed, self.stream, self.shape, self.j0, v.dtype == torch.float64, v.device)
+            factor = factor.mul_(self.scale).add_(1.0)
+            if v.dtype in (torch.float16, torch.bfloat16):
+                return (v.float() * factor).to(v.dtype)
+            return v * factor
+        keep = self._mask(v.device).bool() if self.t else torch.zeros(self.shape, dtype=torch.bool, device=v.device)
+        return _ops._select(v, keep, self.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd
+
+
+class NoiseMul(torch.autograd.Function):
+    """``y = noise * x``: linear in ``x``, so the gradient and the tangent get the same noise."""
+
+    @staticmethod
+    def forward(x, noise, inplace):
+        return noise.apply(x, inplace)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, noise, inplace = inputs
+        ctx.noise, ctx.inplace = noise, inplace
+        if inplace:
+            ctx.mark_dirty(x)
+        saved = noise.saved()
+        if saved is not None:
+            ctx.save_for_backward(saved)
+
+    @staticmethod
+    def backward(ctx, grad):
+        noise = ctx.noise
+        if ctx.saved_tensors:  # the mask or bits as saved-tensor hooks give them back
+            (saved,) = ctx.saved_tensors
+            if noise.mask is not None:
+                noise.mask = saved
+            else:
+                noise.bits = saved
+        return noise_mul(grad, noise), None, None
+
+    @staticmethod
+    def jvp(ctx, tangent, _noise, _inplace):
+        out = noise_mul(tangent, ctx.noise)
+        return tangent.copy_(out) if ctx.inplace else out
+
+    @staticmethod
+    def vmap(info, in_dims, x, noise, inplace):
+        if in_dims[0] is None:
+            return noise.apply(x, inplace), None
+        xb = x.movedim(in_dims[0], 0)
+        y = noise.broadcast(xb)
+        return (xb.copy_(y) if inplace else y), 0
+
+
+_apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Python-side argument binding
+
+
+def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
+    """``noise`` applied to ``x`` with autograd in every mode (reverse, forward, ``torch.func``) when it is needed."""
+    if _functorch_active():
+        return NoiseMul.apply(x, noise, inplace)
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        return _apply_function(x, noise, inplace)
+    return noise.apply(x, inplace)
