@@ -393,6 +393,32 @@ def micro_batches(ctx):
     return ok, {"cases": rows}
 
 
+@check
+def checkpoint_recompute(ctx):
+    """Seeded layers on DTensor activations under activation checkpointing (both modes): the recomputation draws
+    the forward's masks, so gradients are those without checkpointing, and each stream advances once."""
+    from torch import nn
+    from torch.distributed.tensor import Shard, distribute_tensor
+    from torch.utils.checkpoint import checkpoint
+
+    import noiseshape.torch as nst
+
+    x = data(4, 6, 8, seed=6)
+    out, ok = {}, True
+    for reentrant in (False, True):
+        runs = []
+        for ckpt in (False, True):
+            model = nn.Sequential(nst.Dropout(0.5, seed=3), nn.Tanh(), nst.Dropout(0.5, (None, 1, None), seed=4))
+            xd = distribute_tensor(x, ctx["mesh4"], [Shard(2)]).requires_grad_()
+            y = checkpoint(model, xd, use_reentrant=reentrant) if ckpt else model(xd)
+            y.sum().backward()
+            runs.append((xd.grad.full_tensor(), [m.rng_key.tolist() for m in model if hasattr(m, "rng_key")]))
+        same = bitwise(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1] == [[3, 1], [4, 1]]
+        out[f"use_reentrant={reentrant}"] = same
+        ok &= same
+    return ok, out
+
+
 # ---------------------------------------------------------------------------------------------
 # seeds
 

@@ -19,6 +19,7 @@ CHECKS = (
     "noise_in_block_is_collective_free",
     "data_parallel",
     "micro_batches",
+    "checkpoint_recompute",
     "seeds_across_ranks",
 )
 

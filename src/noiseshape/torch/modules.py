@@ -18,6 +18,7 @@ from .. import _coords, _rng
 from .._errors import fail
 from .._spec import _fmt, check_rate, check_u64, resolve
 from . import _eager, _ops, _replay
+from . import distributed as _dist
 from . import functional as nf
 
 _U64 = (1 << 64) - 1
@@ -80,6 +81,8 @@ class _NoiseLayer(nn.Module):
                     _replay.take_stream(self, self._advance))  # fmt: skip
         if self.seed is None:
             return nf.draw_key(None, 0, None, x.device)
+        if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
+            return _ops.make_key(int(self.rng_key[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
         key = self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
