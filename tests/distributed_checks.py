@@ -63,6 +63,7 @@ def _ops():
     return {
         "dropout": ("mul", lambda x: nst.dropout(x, 0.3, seed=11)),
         "dropout_shared_axis1": ("mul", lambda x: nst.dropout(x, 0.5, (None, 1, None), seed=12)),
+        "dropout_inplace": ("mul", lambda x: nst.dropout(x * 1.0, 0.5, (None, None, 1), seed=28, inplace=True)),
         "dropout_batch_shared": ("mul", lambda x: nst.dropout(x, 0.5, broadcast_dims=(0, 2), seed=13)),
         "dropout_batch_offset": ("mul", lambda x: nst.dropout(x, 0.5, (None, None, 1), seed=14, batch_offset=9)),
         "dropout_add": ("mul", lambda x: nst.dropout_add(x, x, 0.25, (None, 1, None), seed=15)),

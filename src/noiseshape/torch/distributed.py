@@ -116,13 +116,17 @@ class _SameLayout(torch.autograd.Function):
     def forward(ctx, x, apply, identity_backward):
         ctx.noise, ctx.identity = apply, identity_backward
         y = apply(x)
-        if y is x:  # an in-place call
+        ctx.inplace = y is x
+        if ctx.inplace:
             ctx.mark_dirty(x)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad if ctx.identity else ctx.noise(grad)), None, None
+        if ctx.identity:
+            return grad, None, None
+        # an in-place call writes into its argument: give it a gradient of its own (it may be an expanded view)
+        return ctx.noise(grad.clone() if ctx.inplace else grad), None, None
 
 
 def sharded(kind: str):
