@@ -5,7 +5,10 @@ Randomness: by default each call draws a 64-bit seed from torch's default CPU ge
 ``generator=``), so ``torch.manual_seed`` reproduces a run, and the same seed gives the same mask on
 every device. ``seed=`` and ``stream=`` make a call a pure function of its arguments;
 ``batch_offset=`` is the global index of ``x[0]`` in a larger batch, so micro-batches reproduce the
-masks of the whole batch. With ``training=False`` (or a zero rate) the input is returned unchanged.
+masks of the whole batch; ``coords=`` (:class:`noiseshape.Coords`) places ``x`` inside a larger tensor
+along every axis or by per-row sample ids, and a DTensor is placed by its placements
+(:mod:`noiseshape.torch.distributed`). With ``training=False`` (or a zero rate) the input is returned
+unchanged.
 """
 
 from __future__ import annotations
