@@ -109,6 +109,22 @@ def test_numpy_pieces_are_blocks_of_the_whole(piece, seed):
     assert np.array_equal(mask, expect)
 
 
+@settings(max_examples=40, deadline=None)
+@given(pieces(), st.data())
+def test_numpy_rows_in_any_order_with_offsets_on_the_other_axes(piece, draw):
+    shape, noise, offset, size = piece
+    if size[0] == 0:
+        return
+    ids = draw.draw(st.lists(st.integers(0, shape[0] - 1), min_size=size[0], max_size=size[0]))
+    whole = nsn.keep_mask(shape, 0.5, noise, seed=3)
+    coords = Coords(offset=(0, *offset[1:]), global_shape=shape, sample_ids=ids)
+    part = nsn.keep_mask(size, 0.5, noise, seed=3, coords=coords)
+    rows = [slice(0, 1)] if noise[0] == 1 else [ids]  # a shared batch axis ignores the ids
+    rest = [slice(0, 1) if k == 1 else slice(o, o + n) for k, o, n in zip(noise[1:], offset[1:], size[1:])]
+    expect = whole[tuple(rows)][(slice(None), *rest)]
+    assert np.array_equal(part, expect)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pieces())
 def test_torch_pieces_are_blocks_of_the_whole(path, piece):
