@@ -348,13 +348,12 @@ static PyObject *rows_common(PyObject *args, int normal) {
     } else if (!PyArg_ParseTuple(args, "KLLKKKLL", &out, &rows, &run, &starts, &seed, &stream, &t, &nthreads)) {
         return NULL;
     }
-    if (check_n(rows, what) || check_n(run, what) || (!normal && check_t(t, what)) ||
-        check_ptr(out, rows * run, "out_ptr", what) || check_ptr(starts, rows, "starts_ptr", what))
-        return NULL;
+    if (check_n(rows, what) || check_n(run, what) || (!normal && check_t(t, what))) return NULL;
     if (run > 0 && rows > (long long)(PY_SSIZE_T_MAX / 8) / run) {
         PyErr_Format(PyExc_ValueError, "%s: rows * run is too large", what);
         return NULL;
     }
+    if (check_ptr(out, rows * run, "out_ptr", what) || check_ptr(starts, rows, "starts_ptr", what)) return NULL;
     const int64_t *st = (const int64_t *)(uintptr_t)starts;
     for (long long r = 0; r < rows; r++)
         if (st[r] < 0 || check_range((unsigned long long)st[r], run, what)) {
