@@ -274,3 +274,13 @@ def test_row_offsets_is_the_exclusive_prefix_sum():
     assert row_offsets([4, 4, 3, 0]) == [0, 4, 8, 11]
     with pytest.raises(NoiseShapeError, match="sizes cannot be negative"):
         row_offsets([2, -1])
+
+
+def test_axes_before_an_unbounded_batch_axis_need_the_global_shape():
+    from noiseshape._coords import locate
+
+    # batch axis 1 with unknown global size: axis 0 (not shared) would need its stride
+    with pytest.raises(NoiseShapeError, match=r"axis 0 comes before the batch axis 1; give coords\.global_shape"):
+        locate("op", (2, 3, 4), None, None, coords=Coords(offset=(0, 5)), axis=1)
+    spec, at = locate("op", (2, 3, 4), (1, None, None), None, coords=Coords(offset=(0, 5)), axis=1)
+    assert at == 5 * 4 and spec.shape == (1, 3, 4)  # a shared axis 0 never enters j

@@ -241,8 +241,8 @@ def row_starts(op, local: NoiseSpec, g_reduced, offset, ids=None, axis=0, spec_t
     offset = tuple(0 if s else o for s, o in zip(shared, offset))
     if ids is not None and shared[axis]:
         ids = None
-    for d in range(axis + 1 if ids is not None else 1):
-        if g_reduced[d] is None and d < axis and r_local[d] != 1:
+    for d in range(axis if g_reduced[axis] is None else 0):  # strides of the axes before an unbounded batch axis
+        if r_local[d] != 1 or offset[d]:
             raise fail(
                 op,
                 f"axis {d} comes before the batch axis {axis}; give coords.global_shape so its stride is known",

@@ -255,7 +255,9 @@ def agree_seed(seed: int | None = None, group=None, src: int = 0) -> int:
     from .._spec import check_u64
 
     if seed is None:
-        seed = int(torch.randint(0, 1 << 62, (1,)).item()) << 2 | int(torch.randint(0, 4, (1,)).item())
+        from ._eager import draw_seed
+
+        seed = draw_seed(None)  # the draw an unseeded call makes
     seed = check_u64(seed, name="seed", op="noiseshape.torch.distributed.agree_seed")
     buf = torch.tensor([seed - (1 << 64) if seed >> 63 else seed], dtype=torch.int64)
     dist.broadcast(buf, src=dist.get_global_rank(group, src) if group is not None else src, group=group)
