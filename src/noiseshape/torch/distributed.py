@@ -140,7 +140,7 @@ def sharded(kind: str):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(x, spec, key, j0, *args, **kwargs):
-            if not is_dtensor(x):
+            if type(x) is Tensor or not is_dtensor(x):  # the plain-tensor path pays one type check
                 return fn(x, spec, key, j0, *args, **kwargs)
             op = _op_name(fn)
 
@@ -171,7 +171,7 @@ def sharded_global(fn):
 
     @functools.wraps(fn)
     def wrapper(x, key, j0, *args, **kwargs):
-        if not is_dtensor(x):
+        if type(x) is Tensor or not is_dtensor(x):
             return fn(x, key, j0, *args, **kwargs)
 
         def at_layout(t):
