@@ -189,6 +189,52 @@ def dtensor_ops(ctx):
 
 
 @check
+def dtensor_weights(ctx):
+    """Noise on sharded weights: WeightDropout of a Colwise/Rowwise Linear, embedding dropout of a sharded table;
+    outputs and weight gradients bit-identical to one process, no collective in the noise."""
+    import copy
+
+    from torch import nn
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    import noiseshape.torch as nst
+
+    mesh, out, ok = ctx["mesh4"], {}, True
+    x = data(3, 8, seed=7)
+    for name, style in {
+        "WeightDropout, Colwise": ColwiseParallel(output_layouts=Replicate()),
+        "WeightDropout, Rowwise": RowwiseParallel(input_layouts=Replicate()),
+    }.items():
+        torch.manual_seed(0)
+        ref = nst.WeightDropout(nn.Linear(8, 8), "weight", 0.5, noise_shape=(1, None), seed=3)
+        par = copy.deepcopy(ref)
+        parallelize_module(par.module, mesh, style)
+        y, y_ref = par(x), ref(x)
+        y.sum().backward()
+        y_ref.sum().backward()
+        # a Rowwise output is a sum over the ranks: equal up to its order; the weight gradients are exact
+        close = maxdiff(_full(y), y_ref) < 1e-6 if "Rowwise" in name else bitwise(_full(y), y_ref)
+        same = close and bitwise(par.module.weight.grad.full_tensor(), ref.module.weight.grad)
+        out[name] = same
+        ok &= same
+    emb = torch.randn(10, 8)
+    idx = torch.tensor([[1, 2, 1, 9]])
+    ref = nst.embedding_dropout(idx, emb, 0.5, seed=2)
+    for placement in (Shard(0), Shard(1)):
+        w = distribute_tensor(emb, mesh, [placement])
+        got = nst.embedding_dropout(distribute_tensor(idx, mesh, [Replicate()]), w, 0.5, seed=2)
+        same = bitwise(got.full_tensor(), ref)
+        out[f"embedding_dropout, weight {placement}"] = same
+        ok &= same
+    return ok, out
+
+
+def _full(t):
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+@check
 def dtensor_errors(ctx):
     """_StridedShard and mismatched residual placements raise NoiseShapeError."""
     from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
