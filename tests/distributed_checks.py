@@ -235,6 +235,38 @@ def _full(t):
 
 
 @check
+def dtensor_triton_path(ctx):
+    """The DTensor path through the Triton kernels (Triton's interpreter on CPU): the C core's single-process masks."""
+    from torch.distributed.tensor import distribute_tensor
+
+    import noiseshape.torch as nst
+    from noiseshape.torch import _ops
+
+    x = data(5, 6, 7, seed=8)
+    out, ok = {}, True
+    for lay_name, (mesh, placements) in _layouts(ctx).items():
+        if "Partial" in lay_name or lay_name == "Replicate":
+            continue
+        for name, f in {
+            "dropout": lambda t: nst.dropout(t, 0.3, (None, 1, None), seed=1),
+            "gaussian_dropout": lambda t: nst.gaussian_dropout(t, 0.3, seed=2),
+        }.items():
+            ref = f(x)
+            _ops.FORCE_TRITON = True
+            try:
+                got = f(distribute_tensor(x, mesh, placements)).full_tensor()
+            finally:
+                _ops.FORCE_TRITON = False
+            if name == "dropout":
+                same = bitwise(got, ref)
+            else:  # Box-Muller in the interpreter: within float32 rounding of the reference
+                same = maxdiff(got, ref) < 1e-6 and torch.equal(got == 0, ref == 0)
+            out[f"{name}, {lay_name}"] = same
+            ok &= same
+    return ok, out
+
+
+@check
 def dtensor_errors(ctx):
     """_StridedShard and mismatched residual placements raise NoiseShapeError."""
     from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
@@ -517,6 +549,7 @@ def _setup():
 
 def _worker(rank, port, out_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # Triton kernels run in the interpreter on CPU tensors
     if sys.platform == "linux":  # gloo on the loopback device, whether or not the host name resolves
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)

@@ -15,6 +15,7 @@ import pytest
 CHECKS = (
     "dtensor_ops",
     "dtensor_weights",
+    "dtensor_triton_path",
     "dtensor_errors",
     "tensor_parallel_block",
     "noise_in_block_is_collective_free",
