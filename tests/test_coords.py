@@ -284,3 +284,30 @@ def test_axes_before_an_unbounded_batch_axis_need_the_global_shape():
         locate("op", (2, 3, 4), None, None, coords=Coords(offset=(0, 5)), axis=1)
     spec, at = locate("op", (2, 3, 4), (1, None, None), None, coords=Coords(offset=(0, 5)), axis=1)
     assert at == 5 * 4 and spec.shape == (1, 3, 4)  # a shared axis 0 never enters j
+
+
+def test_triton_rows_kernels_match_the_reference():
+    pytest.importorskip("triton")
+    from noiseshape.torch import _triton_rows
+
+    starts = torch.tensor([0, 5, 8 * 37, (1 << 35) - 13, 2], dtype=torch.int64)
+    key = _ops.make_key(7, 9)
+    j = (starts[:, None] + torch.arange(17)).numpy()
+    mask = _triton_rows.keep_mask_rows(key, starts, 17, 30000).view(5, 17)
+    assert np.array_equal(mask.numpy().astype(bool), _rng.lanes_at(7, 9, j) < 30000)
+    z = _triton_rows.normal_rows(key, starts, 17, torch.float64).view(5, 17)
+    np.testing.assert_allclose(z.numpy(), _rng.normals_at(7, 9, j), rtol=0, atol=1e-12)
+
+
+def test_forced_triton_path_draws_rows_with_the_triton_kernels(monkeypatch):
+    pytest.importorskip("triton")
+    from noiseshape.torch import _triton_rows
+
+    launched = []
+    real = _triton_rows.keep_mask_rows
+    monkeypatch.setattr(_triton_rows, "keep_mask_rows", lambda *a: launched.append(1) or real(*a))
+    monkeypatch.setattr(_ops, "FORCE_TRITON", True)
+    x = torch.randn(4, 6)
+    part = nst.dropout(x[:, 2:4], 0.5, seed=1, coords=Coords(offset=(0, 2), global_shape=(4, 6)))
+    monkeypatch.setattr(_ops, "FORCE_TRITON", False)
+    assert launched and torch.equal(part, nst.dropout(x, 0.5, seed=1)[:, 2:4])

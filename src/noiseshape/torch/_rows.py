@@ -55,12 +55,12 @@ def keep_mask_rows(key: Tensor, shape: list[int], starts: Tensor, t: int) -> Ten
     run = n // starts.numel()
     core = _ops.core_for(key.device)
     tr = _tr(key.device)
+    if tr is not None:  # CUDA, or CPU tensors forced down that path
+        return tr.keep_mask_rows(key, starts, run, t).view(mask.shape)
     if core is not None:
         seed, stream = _ops._key_ints(key)
         st = starts.contiguous()
         core.keep_mask_rows(mask.data_ptr(), st.numel(), run, st.data_ptr(), seed, stream, t, _ops._threads(n))
-    elif tr is not None:
-        return tr.keep_mask_rows(key, starts, run, t).view(mask.shape)
     else:
         mask.copy_(_philox.keep_flags_at(key, _element_indices(starts, run), t).view(mask.shape))
     return mask
@@ -81,14 +81,14 @@ def normal_rows(key: Tensor, shape: list[int], starts: Tensor, double: bool) -> 
     run = n // starts.numel()
     core = _ops.core_for(key.device)
     tr = _tr(key.device)
+    if tr is not None:  # CUDA, or CPU tensors forced down that path
+        return tr.normal_rows(key, starts, run, dtype).view(out.shape)
     if core is not None:
         seed, stream = _ops._key_ints(key)
         st = starts.contiguous()
         core.normal_rows(
             out.data_ptr(), 1 if double else 0, st.numel(), run, st.data_ptr(), seed, stream, _ops._threads(n)
         )
-    elif tr is not None:
-        return tr.normal_rows(key, starts, run, dtype).view(out.shape)
     else:
         out.copy_(_philox.normals_at(key, _element_indices(starts, run), dtype).view(out.shape))
     return out
