@@ -15,7 +15,18 @@ setup(
     ext_modules=[
         Extension(
             "noiseshape._core",
-            sources=["csrc/module.c", "csrc/kernels.c"],
+            sources=[
+                "csrc/module.c",
+                "csrc/dispatch.c",
+                "csrc/isa_scalar.c",
+                "csrc/isa_avx2.c",
+                "csrc/isa_avx512.c",
+                "csrc/masks.c",
+                "csrc/apply_mask.c",
+                "csrc/normal.c",
+                "csrc/threads.c",
+            ],
+            depends=["csrc/kernels.h", "csrc/core.h", "csrc/philox.h", "csrc/convert.h"],
             include_dirs=["csrc"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

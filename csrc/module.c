@@ -426,12 +426,40 @@ static struct PyModuleDef core_module = {
     core_methods, NULL, NULL, NULL, NULL,
 };
 
+/* NOISESHAPE_ISA forces a path by name.  A name that is not a path, or a path
+ * this CPU or build cannot run, keeps the best path and warns with the valid
+ * names (-1 with an exception set if the warning is turned into an error). */
+static int isa_from_env(void) {
+    const char *env = getenv("NOISESHAPE_ISA");
+    if (!env || !*env || strcmp(env, "auto") == 0) return 0;
+    int known = -1;
+    for (int i = 0; i < NS_ISA_COUNT; i++)
+        if (strcmp(env, ns_isa_name(i)) == 0) known = i;
+    if (known >= 0 && ns_isa_available(known)) {
+        active_isa = known;
+        return 0;
+    }
+    PyObject *value = PyUnicode_DecodeFSDefault(env);
+    PyObject *avail = available_names();
+    int rc = -1;
+    if (value && avail && known < 0)
+        rc = PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                              "NOISESHAPE_ISA is %R, which names no path; set it to 'auto', 'scalar', 'avx2' or "
+                              "'avx512' (lower case), or unset it; using '%s'",
+                              value, ns_isa_name(active_isa));
+    else if (value && avail)
+        rc = PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                              "NOISESHAPE_ISA is %R, which this CPU or build cannot run (available here: %R); "
+                              "using '%s'",
+                              value, avail, ns_isa_name(active_isa));
+    Py_XDECREF(value);
+    Py_XDECREF(avail);
+    return rc;
+}
+
 PyMODINIT_FUNC PyInit__core(void) {
     active_isa = ns_best_isa();
-    const char *env = getenv("NOISESHAPE_ISA");
-    if (env && *env) {
-        int isa = isa_from_name(env);
-        if (isa >= 0) active_isa = isa; /* unknown or unavailable: keep the best */
-    }
-    return PyModule_Create(&core_module);
+    PyObject *m = PyModule_Create(&core_module);
+    if (m && isa_from_env() < 0) Py_CLEAR(m);
+    return m;
 }

@@ -23,3 +23,21 @@ def test_bench_reports_every_case_with_ratios_to_its_floor(tmp_path, capsys):
     assert result["saved_bytes"]["torch.nn.functional.dropout"] == 4 * 4 * 8 * 16
     printed = capsys.readouterr().out
     assert "| group | case | median ms | x floor |" in printed and "machine:" in printed
+
+
+def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
+    from noiseshape import _bench_torch
+
+    rows = _bench_torch.sweep(exponents=[4, 8], repeats=1)
+    assert {r["case"] for r in rows} == {
+        "dropout",
+        "dropout (None, 1)",
+        "spatial_dropout2d",
+        "drop_path",
+        "gaussian_noise",
+    }
+    assert all(r[k] > 0 for r in rows for k in ("ours", "peer", "ours_fb", "peer_fb"))
+    assert "| 2^4 | dropout |" in _bench_torch.sweep_table(rows)
+    models = _bench_torch.models(repeats=1)
+    assert len(models) == 5 and all(m["torch_ms"] > 0 and m["noiseshape_ms"] > 0 for m in models)
+    assert "| MLP" in _bench_torch.models_table(models)

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import noiseshape
 from noiseshape import _rng
 from noiseshape._cli import main
 from noiseshape._spec import resolve
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# The folder holding the noiseshape under test (the installed one in CI), for subprocesses.
+SITE = str(Path(noiseshape.__file__).resolve().parents[1])
 
 
 def run(capsys, *args):
@@ -76,7 +78,9 @@ def test_first_example_words(capsys):
     assert "3 × Binomial(4, 0.5) of the 12 elements" in out
     dropped = 4 - reference((2, 1, 4)).sum(axis=(1, 2))
     for s in range(2):
-        assert f"sample {s}: the same {dropped[s]} of 4 features are dropped at all 3 timesteps" in out
+        k = dropped[s]  # none and all are said plainly, not as "the same 0 of 4"
+        said = {0: "none of the 4 features is dropped", 4: "all 4 features are dropped"}
+        assert f"sample {s}: {said.get(k, f'the same {k} of 4 features are dropped at all 3 timesteps')}" in out
 
 
 def test_batch_offset_and_stream_follow_the_contract(capsys):
@@ -362,7 +366,7 @@ def test_plot_to_an_unwritable_place(capsys, tmp_path):
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = SITE + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -382,8 +386,23 @@ def test_demo_is_the_default(capsys):
     out = capsys.readouterr().out
     assert "noise_shape in one picture" in out
     assert "(2, 1, 4)" in out
+    assert "seed=13" in out
     mask = np.array([int(v) for v in re.findall(r"[01]", block(out, ">>> ns.numpy.keep_mask"))]).reshape(2, 1, 4)
-    assert (mask == reference((2, 1, 4))).all()
+    assert (mask == reference((2, 1, 4), seed=13)).all()
+    output = grid(block(out, ">>> ns.numpy.dropout"), (2, 3, 4))
+    assert (output == np.arange(1, 25).reshape(2, 3, 4) * mask * 2).all()
+
+
+def test_demo_shows_the_idea_at_a_glance(capsys):
+    main(["demo"])
+    out = capsys.readouterr().out
+    mask = np.array([int(v) for v in re.findall(r"[01]", block(out, ">>> ns.numpy.keep_mask"))]).reshape(2, 4)
+    kept = mask.sum(axis=1)
+    assert ((kept > 0) & (kept < 4)).all()  # every sample keeps some features and drops some
+    assert (mask[0] != mask[1]).any()  # and the samples differ
+    for s in range(2):
+        words = " and ".join(str(f) for f in np.flatnonzero(mask[s]))
+        assert f"sample {s} keeps features {words} at every timestep" in out
 
 
 def test_bench_is_passed_its_arguments(monkeypatch):
@@ -400,3 +419,117 @@ def test_bench_unavailable_is_one_line(capsys, monkeypatch):
     assert main(["bench"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("noiseshape bench is not available")
+
+
+# ------------------------------------------------------------------------------------------ rough edges
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["99999999999999999999,2"], "more than the 2**63"),
+        (["2,3", "--noise-shape", "None,1", "--batch-offset", "18446744073709551615"], "past 2**63"),
+        (["2,3", "--batch-offset", str(((1 << 63) - 1 - 6) // 3 + 1)], "past 2**63"),
+        (["None,3", "--dynamic-size", "99999999999999999999999"], "more than the 2**63"),
+        ([""], "input shape is empty"),
+        (["()"], "input shape is empty"),
+        (["2,3", "--axes", "batch,"], "--axes label 1 is empty"),
+    ],
+)
+def test_out_of_range_input_is_a_clear_error_not_a_traceback(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("noiseshape explain")
+    assert message in err
+    assert "Traceback" not in err and "OverflowError" not in err
+
+
+def test_the_largest_batch_offset_that_fits_is_explained(capsys):
+    offset = ((1 << 63) - 1 - 6) // 3  # 3 draws per sample: the last global index is just below 2**63 - 1
+    code, out, _ = run(capsys, "2,3", "--batch-offset", str(offset), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert np.array_equal(np.array(data["masks"]["reduced"]), reference((2, 3), batch_offset=offset).astype(int))
+
+
+def test_both_spellings_hint_has_the_input_rank(capsys):
+    code, _, err = run(capsys, "2,3,4", "--noise-shape", "None,1,4", "--broadcast-dims", "1")
+    assert code == 2
+    assert "broadcast_dims=(1,) is noise_shape=(None, 1, None)" in err
+    _, _, err = run(capsys, "2,3,4,5", "--noise-shape", "None,1,4,5", "--broadcast-dims", "1,-1")
+    assert "broadcast_dims=(1, -1) is noise_shape=(None, 1, None, 1)" in err
+
+
+def test_rate_one_drops_everything_without_a_zero_scale(capsys):
+    code, out, _ = run(capsys, "2,3", "--rate", "1")
+    assert code == 0
+    assert "65536/t = 0" not in out and "x * mask * 0" not in out
+    assert "t = 0: nothing is kept" in out
+    assert (grid(block(out, "output"), (2, 3)) == 0).all()
+
+
+def test_singular_axis_labels_read_as_positions(capsys):
+    _, out, _ = run(capsys, "2,28,3", "--noise-shape", "None,1,3", "--axes", "batch,height,channels", "--seed", "0")
+    assert not re.search(r"28 height(?! positions)", out)
+    assert "one draw reused at all 28 height positions" in out
+    assert "the same subset is dropped at all 28 height positions" in out
+    assert "at each of the 3 channels" in out  # a plural label is used as it is
+
+
+def test_realised_counts_say_none_and_all_plainly(capsys):
+    # seed 0: sample 0 drops 2 of 3 channels, sample 1 all 3 (see the contract below); find a seed with none
+    dropped = {}
+    for seed in range(40):
+        d = 3 - reference((2, 1, 3), seed=seed).sum(axis=(1, 2))
+        dropped.setdefault(int(d[0]), seed)
+    assert {0, 3} <= set(dropped)
+    _, out, _ = run(capsys, "2,28,3", "--noise-shape", "None,1,3", "--axes", "batch,height,channels", "--seed",
+                    str(dropped[0]))  # fmt: skip
+    assert "sample 0: none of the 3 channels is dropped (0 of 84 elements)" in out
+    assert "the same 0 of" not in out
+    _, out, _ = run(capsys, "2,28,3", "--noise-shape", "None,1,3", "--axes", "batch,height,channels", "--seed",
+                    str(dropped[3]))  # fmt: skip
+    assert "sample 0: all 3 channels are dropped (84 of 84 elements)" in out
+    assert "the same 3 of 3" not in out
+
+
+def test_version(capsys):
+    from noiseshape import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"noiseshape {__version__}\n"
+
+
+def test_plot_says_which_samples_and_indices_it_leaves_out(capsys, tmp_path):
+    import matplotlib  # noqa: F401  (the plot extra; installed in CI)
+
+    path = tmp_path / "mask.svg"
+    code, _, _ = run(capsys, "8,20,6,5", "--broadcast-dims", "3", "--plot", str(path))
+    assert code == 0
+    text = path.read_text()
+    assert "not shown: samples 1 to 6" in text
+    assert "axis 1 indices 1 to 18" in text and "axis 2 indices 2 to 3" in text
+    path = tmp_path / "whole.svg"
+    run(capsys, "2,3,4", "--plot", str(path))
+    assert "not shown" not in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows", "row_gaps"),
+    [
+        ("9,5", 1, []),  # one row per sample panel; samples are left out between panels
+        ("2,9,5", 4, [2]),  # rows are axis 1: 0, 1 | 7, 8
+        ("2,6,5,3", 8, [2, 4, 6]),  # rows are (axis 1, axis 2): axis 2 skips inside each axis-1 block, axis 1 too
+        ("2,3,9,4,3", 8, [1, 2, 3, 4, 5, 6, 7]),  # three summarised axes: every row boundary skips
+    ],
+)
+def test_plot_marks_skipped_rows_in_every_layout(shape, rows, row_gaps):
+    from noiseshape._explain import explain
+    from noiseshape._explain.plot import panels
+
+    ex = explain(tuple(int(n) for n in shape.split(",")))
+    pics = ex.pictures()
+    for panel in panels(ex, pics["mask"], ex.shown, ex.gaps):
+        assert panel.grid.shape[0] == rows
+        assert len(panel.yticks) == rows
+        assert panel.row_gaps == row_gaps

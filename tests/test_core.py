@@ -345,6 +345,58 @@ def test_dropout_unaligned_views(isa, dtype):
         assert not ybuf[:yoff].any() and not ybuf[yoff + n :].any()
 
 
+def at_byte(values: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``values`` that starts ``offset`` bytes into a fresh buffer (so misaligned for odd offsets)."""
+    buf = bytearray(values.nbytes + 16)
+    view = np.ndarray(values.shape, values.dtype, buf, offset=offset)
+    view[...] = values
+    return view
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("xoff", "yoff"), [(1, 1), (1, 3), (3, 0), (0, 5), (2, 7)])
+def test_kernels_read_and_write_at_any_byte_address(isa, dtype, xoff, yoff):
+    """Views may start at any byte (``np.ndarray(..., offset=1)``, ``torch.frombuffer(..., offset=1)``).
+
+    x86 forgives misaligned typed loads, so only the sanitizer build (.ci/sanitize) sees the
+    undefined behaviour this guards against; here the values must still match the reference.
+    """
+    rng = np.random.default_rng(xoff * 8 + yoff)
+    n = 1000 + xoff
+    code = DTYPE_CODES[dtype]
+    x = at_byte(random_values(dtype, n, rng), xoff)
+    keep = _rng.lanes(5, 6, 7, n).astype(np.int64) < 30000
+    want = ref_apply(dtype, x, keep, 1.5)
+
+    y = at_byte(np.zeros(n, storage(dtype)), yoff)
+    _core.dropout(code, x.ctypes.data, y.ctypes.data, n, 5, 6, 7, 30000, 1.5, 0, 1)
+    assert_same(dtype, y, want)
+
+    bits = np.packbits(keep, bitorder="little")
+    y = at_byte(np.zeros(n, storage(dtype)), yoff)
+    _core.apply_bits(code, x.ctypes.data, y.ctypes.data, bits.ctypes.data, n, 1.5, 1)
+    assert_same(dtype, y, want)
+
+    mask = keep.astype(np.uint8)
+    for shape, strides in [((n,), (1,)), ((n // 4, 4), (4, 1))]:
+        m = n // 4 * 4 if len(shape) == 2 else n
+        y = at_byte(np.zeros(n, storage(dtype)), yoff)
+        _core.apply_mask(code, x.ctypes.data, y.ctypes.data, mask.ctypes.data, shape, strides, strides, strides, 1.5, 1)
+        assert_same(dtype, y[:m], want[:m])
+
+
+@pytest.mark.parametrize("offset", [1, 3, 6])
+def test_normal_variates_written_at_any_byte_address(isa, offset):
+    ref = _rng.normals(4, 5, 6, 300)
+    for code, dtype in ((0, np.float32), (1, np.float64)):
+        aligned = np.zeros(300, dtype)
+        _core.normal(aligned.ctypes.data, code, 300, 4, 5, 6, 1)
+        out = at_byte(np.zeros(300, dtype), offset)
+        _core.normal(out.ctypes.data, code, 300, 4, 5, 6, 1)
+        np.testing.assert_array_equal(out, aligned)  # the same values wherever they are written
+        np.testing.assert_allclose(out, ref, rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
 def test_dropout_same_result_all_threads():
     x = np.random.default_rng(0).standard_normal(300_007).astype(np.float32)
     outs = [core_dropout("float32", x, 9, 9, 11, 40000, 1.6384, th)[0].tobytes() for th in (1, 2, 3, 4, 7, 0)]

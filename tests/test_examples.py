@@ -27,9 +27,19 @@ def test_variational_lstm_trains_both_models(capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
-def test_mc_uncertainty_draws_a_band(tmp_path):
+def test_mc_uncertainty_is_wider_far_from_the_data(tmp_path, capsys):
     out = tmp_path / "band.png"
     result = _load("mc_uncertainty").main(["--steps", "200", "--passes", "10", "--plot", str(out)])
-    assert result["train_mse"] < 0.2  # sin(x) has variance 0.5: the fit has learned something
-    assert result["std_near_data"] > 0 and result["std_far_from_data"] > 0  # the passes differ
+    assert result["train_mse"] < 0.05  # sin(x) on [-2, 2] has variance 0.6 and the noise 0.01: it fits
+    assert result["std_near_data"] > 0  # the passes differ
+    # What the example is there to show: the spread grows away from the data (about 4x at these
+    # settings and at the defaults); 2x leaves room for other platforms' float rounding.
+    assert result["std_far_from_data"] > 2 * result["std_near_data"]
+    assert "times wider where there was no data" in capsys.readouterr().out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flax_sequence_dropout_learns(capsys):
+    accuracy = _load("flax_sequence_dropout").main(["--steps", "150", "--samples", "600"])
+    assert accuracy > 0.6  # chance is 0.5
+    assert "test accuracy" in capsys.readouterr().out

@@ -1,6 +1,9 @@
 """Drop-in conversion of torch.nn models, Monte Carlo dropout and the Conv2d seed example."""
 
 import math
+import re
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +134,66 @@ def test_mc_sample_shares_one_mask_across_the_batch_on_request():
     assert not model.training and not model[1].share_batch
     with pytest.raises(NoiseShapeError, match="convert it first"):
         nst.mc_sample(nn.Sequential(nn.Dropout(0.5)), x, 2, share_batch=True)
+
+
+# ------------------------------------------------------------------------------------------ where convert differs
+# Each difference from torch.nn that convert's docstring and the README state is pinned here.
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "needs"),
+    [
+        (nn.Dropout1d, (4, 5), "needs 3"),  # torch reads (C, L) as one unbatched sample
+        (nn.Dropout2d, (3, 4, 5), "needs 4"),  # torch warns and drops 1-D channels of (N, C, L)
+        (nn.Dropout2d, (2, 3, 4, 5, 6), "needs 4"),  # torch warns and drops along axis 1 anyway
+        (nn.Dropout3d, (3, 4, 5, 6), "needs 5"),  # torch reads (C, D, H, W) as one unbatched sample
+    ],
+)
+def test_converted_spatial_layers_need_batched_input_of_their_rank(layer, shape, needs):
+    x = torch.ones(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns for some of these layouts
+        assert layer(0.5)(x).shape == x.shape  # torch accepts it
+    with pytest.raises(NoiseShapeError, match=re.escape(needs)) as err:
+        nst.convert(layer(0.5))(x)
+    assert "unsqueeze(0)" in str(err.value)  # the message says how to add the batch axis
+
+
+def test_converted_masks_are_reproducible_but_not_torchs():
+    model = nn.Sequential(nn.Dropout(0.5))
+    converted = nst.convert(model)
+    x = torch.ones(4, 256)
+    torch.manual_seed(0)
+    ours = converted(x)
+    torch.manual_seed(0)
+    assert torch.equal(converted(x), ours)  # torch.manual_seed fixes our masks too
+    torch.manual_seed(0)
+    assert not torch.equal(model(x), ours)  # but they are drawn by Philox4x32, not by torch's generator
+
+
+def test_converted_scale_is_the_inverse_of_the_realised_keep_probability():
+    t = _rng.threshold(0.1)
+    assert 65536 / t != 1 / 0.9  # the keep probability is quantised to t / 65536
+    y = nst.convert(nn.Dropout(0.1))(torch.ones(4096))
+    kept = y[y != 0]
+    assert torch.equal(kept, torch.full_like(kept, 65536 / t))
+    assert not torch.equal(kept, torch.full_like(kept, 1 / 0.9))  # torch scales by 1 / (1 - p)
+
+
+def test_hooks_on_replaced_layers_are_not_carried_over():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(o))
+    converted = nst.convert(model)
+    converted(torch.ones(1, 2))
+    assert seen == []
+    model(torch.ones(1, 2))
+    assert len(seen) == 1
+
+
+def test_convert_docstring_and_readme_state_the_differences():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()  # in the repository and the sdist
+    section = readme[readme.index("Where `convert` differs from torch.nn") :]
+    for doc in (nst.convert.__doc__, section):
+        for words in ("unbatched", "3-D input", "torch.manual_seed", "65536", "hooks"):
+            assert words in doc, words

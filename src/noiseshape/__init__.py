@@ -4,8 +4,8 @@ Dropout whose mask is drawn at a reduced ``noise_shape`` (Keras) or with ``broad
 and broadcast over the shared axes, on one counter-based RNG (Philox4x32-10): every mask is a pure
 function of (seed, stream, global mask coordinate), on every backend.
 
-Frontends: :mod:`noiseshape.numpy` and :mod:`noiseshape.torch` (imported on first use; importing
-``noiseshape`` alone imports no framework).
+Frontends: :mod:`noiseshape.numpy`, :mod:`noiseshape.torch` and :mod:`noiseshape.jax` (imported on first
+use; importing ``noiseshape`` alone imports no framework).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-_FRONTENDS = ("numpy", "torch")
+_FRONTENDS = ("jax", "numpy", "torch")
 
 
 def __getattr__(name: str):

@@ -123,8 +123,10 @@ def saved_bytes(shape=(64, 128, 512), rate=0.1) -> list[tuple[str, int]]:
     return out
 
 
-def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], None] | None = None) -> list[Row]:
-    """Measure every case and return the rows, each with its ratio to its group's floor.
+def run(
+    shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], None] | None = None, make_cases=_cases
+) -> list[Row]:
+    """Measure every case (``make_cases(shape, rate)`` yields them); each row has its ratio to its group's floor.
 
     Each case runs in bursts of ``burst`` consecutive calls (the steady state of a training loop, where
     the allocator hands back the buffer it just freed), and the bursts of all cases take turns, so a
@@ -132,7 +134,7 @@ def run(shape=(64, 128, 512), rate=0.1, repeats=50, progress: Callable[[str], No
     """
     burst = 10
     cases = []
-    for group, name, setup in _cases(shape, rate):
+    for group, name, setup in make_cases(shape, rate):
         if progress:
             progress(f"preparing {name}")
         fn = setup()
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per case (default 50)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--sweep", action="store_true", help="per-call times against torch from 2**4 to 2**24 elements")
+    parser.add_argument("--models", action="store_true", help="training steps of real models, torch's dropout vs ours")
     parser.add_argument(
         "--default-malloc",
         action="store_true",
@@ -214,6 +218,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
 
     steady = False if args.default_malloc else steady_allocator()
+    if args.sweep or args.models:
+        from . import _bench_torch as bt
+
+        torch_result: dict = {"machine": machine()}
+        print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")
+        if args.sweep:
+            torch_result["sweep"] = bt.sweep(repeats=args.repeats, progress=progress)
+            print(bt.sweep_table(torch_result["sweep"]))
+        if args.models:
+            torch_result["models"] = bt.models(repeats=args.repeats, progress=progress)
+            print(bt.models_table(torch_result["models"]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(torch_result, f, indent=2)
+        return 0
     rows = run(shape, args.rate, args.repeats, progress)
     print(f"float32 {shape}, rate {args.rate}, medians of {args.repeats} runs")
     print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")

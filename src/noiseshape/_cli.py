@@ -9,6 +9,8 @@ import sys
 
 __all__ = ["main"]
 
+DEMO_SEED = 13  # a draw where each sample keeps some features and drops others, differently per sample
+
 _DEMO = """\
 noise_shape in one picture: x has shape (batch=2, timesteps=3, features=4) and
 noise_shape=(None, 1, 4) draws one feature mask per sample, shared by every timestep.
@@ -17,12 +19,15 @@ noise_shape=(None, 1, 4) draws one feature mask per sample, shared by every time
 >>> x = np.arange(1, 25, dtype=np.float32).reshape(2, 3, 4)
 >>> ns.resolve_noise_shape(x.shape, (None, 1, 4))
 {reduced}
->>> ns.numpy.keep_mask(x.shape, 0.5, (None, 1, 4), seed=0).astype(int)
+>>> ns.numpy.keep_mask(x.shape, 0.5, (None, 1, 4), seed={seed}).astype(int)
 {mask}
->>> ns.numpy.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0)
+>>> ns.numpy.dropout(x, 0.5, noise_shape=(None, 1, 4), seed={seed})
 {output}
 
-For any other shape: noiseshape explain 2,3,4 --noise-shape None,1,4
+{words}
+Kept values are scaled by 1 / (1 - rate) = 2, so the expected output equals x.
+
+For any other shape: noiseshape explain 2,3,4 --noise-shape None,1,4 --seed {seed}
 """
 
 
@@ -37,18 +42,26 @@ def _demo() -> str:
     try:
         from . import numpy as nsn
 
-        mask = nsn.keep_mask(x.shape, 0.5, (None, 1, 4), seed=0)
-        output = nsn.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=0)
+        mask = nsn.keep_mask(x.shape, 0.5, (None, 1, 4), seed=DEMO_SEED)
+        output = nsn.dropout(x, 0.5, noise_shape=(None, 1, 4), seed=DEMO_SEED)
     except ImportError:  # the compiled core is not built: the reference draws the same mask
         t = _rng.threshold(0.5)
-        mask = _rng.keep_flags(spec.shape, 0, 0, t)
+        mask = _rng.keep_flags(spec.shape, DEMO_SEED, 0, t)
         output = np.where(mask, x * np.float32(_rng.keep_scale(t)), np.float32(0))
-    return _DEMO.format(reduced=spec.shape, mask=mask.astype(int), output=output)
+    words = "\n".join(
+        f"sample {s} keeps features {' and '.join(map(str, np.flatnonzero(mask[s, 0])))} at every timestep "
+        f"and drops the others"
+        for s in range(2)
+    )
+    return _DEMO.format(reduced=spec.shape, mask=mask.astype(int), output=output, seed=DEMO_SEED, words=words)
 
 
 def _bench(rest: list[str]) -> int:
+    name = "_bench"
+    if rest[:1] == ["--jax"]:  # the JAX group: noiseshape bench --jax [its arguments]
+        name, rest = "_bench_jax", rest[1:]
     try:
-        bench = importlib.import_module(f"{__package__}._bench")
+        bench = importlib.import_module(f"{__package__}.{name}")
     except ImportError as err:
         sys.stderr.write(f"noiseshape bench is not available: {err}\n")
         return 1
@@ -56,11 +69,12 @@ def _bench(rest: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import _explain
+    from . import __version__, _explain
 
     parser = argparse.ArgumentParser(
         prog="noiseshape", description="Shaped dropout masks: what a noise_shape means, drawn."
     )
+    parser.add_argument("--version", action="version", version=f"noiseshape {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="print the classic (batch, timesteps, features) example (the default)")
     explain = sub.add_parser(
@@ -74,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _explain.add_arguments(explain)
-    sub.add_parser("bench", help="benchmark the backends (arguments are passed on)", add_help=False)
+    sub.add_parser(
+        "bench", help="benchmark the backends (arguments are passed on; --jax first for the JAX group)", add_help=False
+    )
     return parser
 
 

@@ -22,11 +22,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._errors import fail
-from ._spec import NoiseSpec, _fmt, resolve
+from ._spec import INDEX_LIMIT, NoiseSpec, _fmt, check_index_range, resolve
 
 __all__ = ["Coords", "Rows", "global_samples", "locate", "row_starts"]
-
-_I64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -115,8 +113,8 @@ def _ids(op, sample_ids, rows, shape, spec) -> np.ndarray:
             shape=shape,
             spec=spec,
         )
-    if ids.size and (ids.min() < 0 or int(ids.max()) > _I64_MAX):
-        raise fail(op, "sample_ids holds a negative or too large id; ids are in [0, 2**63)", shape=shape, spec=spec)
+    if ids.size and (ids.min() < 0 or int(ids.max()) >= INDEX_LIMIT):
+        raise fail(op, "sample_ids holds a negative or too large id; ids are in [0, 2**63 - 1)", shape=shape, spec=spec)
     return ids.astype(np.int64)
 
 
@@ -199,8 +197,10 @@ def locate(op, shape, noise_shape, broadcast_dims, *, batch_offset=0, coords=Non
             return spec, in_context(op, spec, axis, spec_text)
         if not shape or spec.shared[axis]:
             return spec, 0
-        coords = Coords(offset=(0,) * axis + (batch_offset,))
-    elif batch_offset:
+        j0 = batch_offset * math.prod(spec.shape[axis + 1 :])
+        check_index_range(j0, math.prod(spec.shape), batch_offset=batch_offset, op=op, shape=shape, spec=spec_text)
+        return spec, j0
+    if batch_offset:
         raise fail(
             op, "batch_offset and coords both given; put the offset in coords.offset", shape=shape, spec=spec_text
         )
@@ -264,10 +264,11 @@ def row_starts(op, local: NoiseSpec, g_reduced, offset, ids=None, axis=0, spec_t
     for d in range(ndim):
         last = int(ids.max()) if ids is not None and d == axis else offset[d] + r_local[d] - 1
         top += last * strides[d]
-    if top > _I64_MAX:
+    if top >= INDEX_LIMIT:
         raise fail(
             op,
-            f"the global coordinates put mask indices past 2**63 (largest {top}); use smaller offsets",
+            f"the global coordinates put mask indices past 2**63 - 1 (the largest would be {top}), and every "
+            "backend draws masks at indices below 2**63 - 1; use smaller offsets or sample ids",
             shape=local.input_shape,
             spec=spec_text,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["NoiseShapeError", "fail"]
+from collections.abc import Iterable
+
+__all__ = ["NoiseShapeError", "axes_text", "fail"]
 
 
 class NoiseShapeError(ValueError):
@@ -15,7 +17,12 @@ class NoiseShapeError(ValueError):
     __module__ = "noiseshape"
 
 
-def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseShapeError:
+def axes_text(n: int) -> str:
+    """``"1 axis"``, ``"3 axes"``: a count of axes as a message says it."""
+    return f"{n} axis" if n == 1 else f"{n} axes"
+
+
+def fail(op: str, fact: str, *, shape: Iterable[object] | None = None, spec: str | None = None) -> NoiseShapeError:
     """Build a :class:`NoiseShapeError` with the standard header.
 
     ``op`` names the operation (``"dropout"``), ``spec`` the arguments as the user gave them
@@ -29,7 +36,7 @@ def fail(op: str, fact: str, *, shape=None, spec: str | None = None) -> NoiseSha
     return NoiseShapeError(f"{header}:\n  {fact}")
 
 
-def _fmt_shape(shape) -> str:
+def _fmt_shape(shape: Iterable[object]) -> str:
     dims = [str(d) for d in shape]
     if len(dims) == 1:
         return f"({dims[0]},)"

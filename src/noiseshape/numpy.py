@@ -6,20 +6,41 @@ NumPy has no global random generator to borrow a seed from, so every call takes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import EllipsisType
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from . import _rng
-from ._coords import Rows, locate
+from ._coords import Coords, Rows, locate
 from ._errors import fail
-from ._spec import _spec_text, check_rate, check_u64, collapse, resolve
+from ._spec import (
+    NoiseSpec,
+    _spec_text,
+    check_flag,
+    check_rate,
+    check_shape,
+    check_u64,
+    collapse,
+    resolve,
+)
 from ._threads import get_num_threads
 
 __all__ = ["dropout", "keep_mask"]
 
 _DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
 
+#: A noise shape: one entry per axis (``None``, ``1`` or the axis size), ``...`` once for the rest.
+NoiseShape = Sequence[int | EllipsisType | None]
+#: ``broadcast_dims``: the axes that share one draw.
+BroadcastDims = int | Sequence[int]
+#: A seed: an integer in [0, 2**64), or a NumPy generator to draw one from.
+Seed = int | np.integer[Any] | np.random.Generator
 
-def _seed(seed, op, shape, spec) -> int:
+
+def _seed(seed: Seed | None, op: str, shape: tuple[int, ...], spec: str) -> int:
     if seed is None:
         raise fail(
             op,
@@ -33,8 +54,19 @@ def _seed(seed, op, shape, spec) -> int:
     return check_u64(seed, name="seed", op=op, shape=shape, spec=spec)
 
 
-def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords=None):
-    """The checked ``(rate, local spec, seed, stream, at)``; ``at`` is the first global index or the rows."""
+def _prepare(
+    op: str,
+    shape: tuple[int, ...],
+    rate: float,
+    noise_shape: NoiseShape | None,
+    broadcast_dims: BroadcastDims | None,
+    seed: Seed | None,
+    stream: int,
+    batch_offset: int,
+    coords: Coords | None = None,
+) -> tuple[float, NoiseSpec, int, int, int | Rows]:
+    """Check a call's arguments; returns the rate, the (local) spec, the seed, the stream and where the mask sits
+    (the first mask index, or the rows of a piece of a larger array)."""
     spec_text = _spec_text(noise_shape, broadcast_dims)
     rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
@@ -47,7 +79,7 @@ def _prepare(op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_o
     return rate, spec, seed, stream, at
 
 
-def _reduced_mask(spec, seed, stream, at, t) -> np.ndarray:
+def _reduced_mask(spec: NoiseSpec, seed: int, stream: int, at: int | Rows, t: int) -> npt.NDArray[np.uint8]:
     from . import _core
 
     mask = np.empty(spec.shape, dtype=np.uint8)
@@ -61,7 +93,17 @@ def _reduced_mask(spec, seed, stream, at, t) -> np.ndarray:
     return mask
 
 
-def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, stream=0, batch_offset=0, coords=None):
+def keep_mask(
+    shape: Sequence[int],
+    rate: float,
+    noise_shape: NoiseShape | None = None,
+    *,
+    broadcast_dims: BroadcastDims | None = None,
+    seed: Seed | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    coords: Coords | None = None,
+) -> npt.NDArray[np.bool_]:
     """The reduced keep mask (``bool``, drawn at the noise shape) that :func:`dropout` applies.
 
     >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
@@ -71,30 +113,25 @@ def keep_mask(shape, rate, noise_shape=None, *, broadcast_dims=None, seed=None, 
     True
     """
     op = "noiseshape.numpy.keep_mask"
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers") from None
-    if any(s < 0 for s in shape):
-        raise fail(op, f"shape is {shape!r}; sizes cannot be negative")
+    sizes = check_shape(shape, op=op, spec=_spec_text(noise_shape, broadcast_dims))
     rate, spec, seed, stream, at = _prepare(
-        op, shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
+        op, sizes, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
     )
     return _reduced_mask(spec, seed, stream, at, _rng.threshold(rate)).view(bool)
 
 
 def dropout(
-    x,
-    rate,
-    noise_shape=None,
+    x: npt.ArrayLike,
+    rate: float,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
-    seed=None,
-    stream=0,
-    batch_offset=0,
-    coords=None,
-    training=True,
-):
+    broadcast_dims: BroadcastDims | None = None,
+    seed: Seed | None = None,
+    stream: int = 0,
+    batch_offset: int = 0,
+    coords: Coords | None = None,
+    training: bool = True,
+) -> npt.NDArray[Any]:
     """Dropout with a Keras ``noise_shape`` (or Flax ``broadcast_dims``) on a NumPy array.
 
     Each element of the mask drawn at the noise shape is kept with probability ``1 - rate`` and
@@ -102,8 +139,9 @@ def dropout(
     probability, dropped values become exactly 0 (also ``nan`` and ``inf``). ``batch_offset`` is the
     global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks;
     ``coords`` (:class:`noiseshape.Coords`) places ``x`` inside a larger array along every axis or by
-    per-row sample ids.
-    With ``training=False`` or ``rate == 0`` the input is returned unchanged.
+    per-row sample ids. With ``training=False`` or ``rate == 0`` the input is returned unchanged.
+    Arrays of any byte order and alignment are read by value; the result is a new array in native
+    byte order.
 
     >>> import numpy as np
     >>> x = np.ones((2, 3, 4), np.float32)
@@ -131,8 +169,13 @@ def dropout(
     rate, spec, seed, stream, at = _prepare(
         op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
     )
+    training = check_flag(
+        training, name="training", op=op, shape=arr.shape, spec=_spec_text(noise_shape, broadcast_dims)
+    )
     if not training or rate == 0.0:
         return x if isinstance(x, np.ndarray) else arr
+    if not arr.dtype.isnative:  # the kernels read native values: swap the bytes once, into a native copy
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     t = _rng.threshold(rate)
     if t == 0:
         return np.zeros_like(arr)

@@ -19,6 +19,16 @@ its reduced shape.
 
 from __future__ import annotations
 
+try:
+    import torch as _torch  # noqa: F401  (the framework itself; everything below needs it)
+except ImportError as err:
+    raise ImportError(
+        "noiseshape.torch needs PyTorch, which is not installed: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu (the CPU build; "
+        "other builds: https://pytorch.org/get-started/locally/), or pip install 'noiseshape[torch]'",
+        name="torch",
+    ) from err
+
 from . import _ops as _ops  # registers the noiseshape:: custom ops
 from .convert import convert, mc_dropout, mc_sample
 from .functional import (

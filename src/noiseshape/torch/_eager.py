@@ -81,11 +81,30 @@ def draw_seed(generator: torch.Generator | None) -> int:
 
 
 def _core(device):
-    return _ops.core_for(device) if device.type == "cpu" else None
+    if device.type != "cpu":
+        return None
+    core = _ops._core_module
+    return core if core and not _ops.FORCE_TORCH else _ops.core_for(device)
 
 
 def _signed(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
+
+
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NOTHING = _Nothing()
+
+
+def _plain():
+    """A context in which new tensors are plain ones, also inside ``torch.func`` transforms (the core fills them)."""
+    return torch._C._DisableFuncTorch() if _functorch_active() else _NOTHING
 
 
 def keep_mask(seed: int, stream: int, shape, j0: int, t: int, device) -> Tensor:
@@ -93,7 +112,8 @@ def keep_mask(seed: int, stream: int, shape, j0: int, t: int, device) -> Tensor:
     core = _core(device)
     if core is None:
         return _ops.keep_mask(_ops.make_key(seed, stream, device), list(shape), j0, t)
-    mask = torch.empty(shape, dtype=torch.uint8)
+    with _plain():
+        mask = torch.empty(shape, dtype=torch.uint8)
     n = mask.numel()
     if n:
         core.keep_mask(mask.data_ptr(), n, seed, stream, j0, t, _ops._threads(n))
@@ -105,7 +125,8 @@ def normal(seed: int, stream: int, shape, j0: int, double: bool, device) -> Tens
     core = _core(device)
     if core is None:
         return _ops.normal(_ops.make_key(seed, stream, device), list(shape), j0, double)
-    out = torch.empty(shape, dtype=torch.float64 if double else torch.float32)
+    with _plain():
+        out = torch.empty(shape, dtype=torch.float64 if double else torch.float32)
     n = out.numel()
     if n:
         core.normal(out.data_ptr(), 1 if double else 0, n, seed, stream, j0, _ops._threads(n))
@@ -224,8 +245,9 @@ class NoiseMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         noise = ctx.noise
-        if ctx.saved_tensors:  # the mask or bits as saved-tensor hooks give them back
-            (saved,) = ctx.saved_tensors
+        saved = ctx.saved_tensors  # the mask or bits as saved-tensor hooks give them back (unpacked once)
+        if saved:
+            (saved,) = saved
             if noise.mask is not None:
                 noise.mask = saved
             else:

@@ -17,8 +17,11 @@ What backward keeps:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from . import _philox
 
@@ -78,11 +81,10 @@ _SMALL = 1 << 15  # below this many elements one thread does the work (results n
 
 
 def _threads(n: int = _SMALL) -> int:
-    if n < _SMALL:
-        return 1
     from .._threads import get_num_threads
 
-    return get_num_threads()
+    threads = get_num_threads()  # also for small calls, so a bad setting is reported whatever the size
+    return 1 if n < _SMALL else threads
 
 
 def make_key(seed: int, stream: int = 0, device=None) -> Tensor:
@@ -99,6 +101,26 @@ def make_key(seed: int, stream: int = 0, device=None) -> Tensor:
 def _key_ints(key: Tensor) -> tuple[int, int]:
     seed, stream = key.tolist()
     return seed & _U64, stream & _U64
+
+
+def _no_tangent(op: str, *tensors) -> None:
+    """Refuse forward-mode AD inputs: the custom ops' registered autograd is reverse-mode only.
+
+    The functional forms and modules carry tangents on the eager path; a dual tensor reaching a
+    custom op directly would otherwise lose its tangent without a word.
+    """
+    if _forward_ad._current_level < 0:
+        return
+    for t in tensors:
+        if t is not None and _forward_ad.unpack_dual(t).tangent is not None:
+            from .._errors import fail
+
+            raise fail(
+                f"torch.ops.noiseshape.{op}",
+                "an input carries a forward-mode tangent, which this custom op does not propagate; call the "
+                "noiseshape.torch function or module instead (they support forward-mode AD)",
+                shape=tuple(t.shape),
+            )
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -178,6 +200,7 @@ def _(key, shape, j0, double):
 
 @torch.library.custom_op("noiseshape::apply_bits", mutates_args=())
 def apply_bits(x: Tensor, bits: Tensor, scale: float) -> Tensor:
+    _no_tangent("apply_bits", x)
     x = x.contiguous()
     y = torch.empty_like(x)
     n = x.numel()
@@ -217,6 +240,7 @@ apply_bits.register_autograd(_apply_bits_backward, setup_context=_save_mask_and_
 
 @torch.library.custom_op("noiseshape::dropout_full", mutates_args=())
 def dropout_full(x: Tensor, key: Tensor, j0: int, t: int, scale: float, save_bits: bool) -> tuple[Tensor, Tensor]:
+    _no_tangent("dropout_full", x)
     x = x.contiguous()
     n = x.numel()
     y = torch.empty_like(x)
@@ -270,18 +294,23 @@ dropout_full.register_autograd(_dropout_full_backward, setup_context=_dropout_fu
 # apply_mask: y = mask ? x * scale : 0 with a mask broadcast from its reduced shape
 
 
-def _element_strides(t: Tensor) -> tuple[int, ...]:
-    return tuple(t.stride())
+@functools.lru_cache(maxsize=4096)
+def _mask_layout(shape: tuple, x_strides: tuple, y_strides: tuple, mask_shape: tuple):
+    """The collapsed loop of ``apply_mask``: shape and element strides of x, y and the broadcast mask."""
+    from .._spec import collapse
+
+    contiguous, step = [], 1
+    for n in reversed(mask_shape):
+        contiguous.append(step)
+        step *= n
+    m_strides = tuple(0 if r == 1 else s for r, s in zip(mask_shape, reversed(contiguous)))
+    return collapse(shape, x_strides, y_strides, m_strides)
 
 
 def apply_mask_into(core, x: Tensor, y: Tensor, mask: Tensor, scale: float) -> Tensor:
     """``y = mask ? x * scale : 0`` by the C core, ``mask`` (uint8) broadcast to ``x``'s shape; ``y`` may be ``x``."""
-    from .._spec import collapse
-
     m = mask.contiguous()
-    shape, xs, ys, ms = collapse(
-        tuple(x.shape), _element_strides(x), _element_strides(y), _element_strides(m.expand(x.shape))
-    )
+    shape, xs, ys, ms = _mask_layout(tuple(x.shape), x.stride(), y.stride(), tuple(m.shape))
     core.apply_mask(
         DTYPE_CODES[x.dtype], x.data_ptr(), y.data_ptr(), m.data_ptr(), shape, xs, ys, ms, scale, _threads(x.numel())
     )
@@ -290,6 +319,7 @@ def apply_mask_into(core, x: Tensor, y: Tensor, mask: Tensor, scale: float) -> T
 
 @torch.library.custom_op("noiseshape::apply_mask", mutates_args=())
 def apply_mask(x: Tensor, mask: Tensor, scale: float) -> Tensor:
+    _no_tangent("apply_mask", x)
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
@@ -329,6 +359,7 @@ def _gaussian_factor(key: Tensor, shape, j0, sigma: float, dtype: torch.dtype) -
 
 @torch.library.custom_op("noiseshape::gaussian_mul", mutates_args=())
 def gaussian_mul(x: Tensor, key: Tensor, shape: list[int], j0: int, sigma: float) -> Tensor:
+    _no_tangent("gaussian_mul", x)
     factor = _gaussian_factor(key, shape, j0, sigma, x.dtype)
     y = torch.empty_like(x)
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -361,6 +392,7 @@ gaussian_mul.register_autograd(_gaussian_mul_backward, setup_context=_gaussian_m
 
 @torch.library.custom_op("noiseshape::dropout_add", mutates_args=())
 def dropout_add(x: Tensor, residual: Tensor, bias: Tensor | None, key: Tensor, j0: int, t: int, scale: float) -> Tensor:
+    _no_tangent("dropout_add", x, residual, bias)
     tr = triton_for(x.device)
     if tr is not None:
         return tr.dropout_add(x, residual, key, j0, t, scale, bias=bias)

@@ -38,16 +38,33 @@ def convert(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Replace the ``torch.nn`` dropout layers of ``model`` with the equivalent noiseshape layers.
 
     ``nn.Dropout`` becomes :class:`Dropout`, ``nn.Dropout1d/2d/3d`` become
-    :class:`SpatialDropout1d/2d/3d` (one draw per sample and channel, as in torch; the input rank is
-    checked, so unbatched inputs and torch's 3-d-input guess of ``Dropout2d`` raise a clear error),
+    :class:`SpatialDropout1d/2d/3d` (one draw per sample and channel, as in torch),
     ``nn.AlphaDropout`` becomes :class:`AlphaDropout` and ``nn.FeatureAlphaDropout`` becomes
-    :class:`FeatureAlphaDropout`, with the same ``p`` and ``inplace`` and training flag. Only those
-    exact classes are replaced (subclasses may change behaviour and are left alone). Dropout that is
-    not a module stays as it is: the ``dropout=`` argument of ``nn.LSTM``/``nn.GRU``/``nn.RNN``
-    (applied inside torch's fused kernel between layers) and of ``nn.MultiheadAttention`` (attention
-    weights), and ``F.dropout`` calls in ``forward`` code. For recurrent networks use one-layer
-    ``nn.LSTM`` modules with :class:`LockedDropout` between them, and :class:`WeightDropout` for
-    DropConnect on the hidden-to-hidden weights.
+    :class:`FeatureAlphaDropout`, with the same ``p`` and ``inplace`` and training flag: the same
+    mask structure, the same distribution, the same eval-mode identity. Only those exact classes are
+    replaced (subclasses may change behaviour and are left alone). Dropout that is not a module stays
+    as it is: the ``dropout=`` argument of ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (applied inside torch's
+    fused kernel between layers) and of ``nn.MultiheadAttention`` (attention weights), and
+    ``F.dropout`` calls in ``forward`` code. For recurrent networks use one-layer ``nn.LSTM`` modules
+    with :class:`LockedDropout` between them, and :class:`WeightDropout` for DropConnect on the
+    hidden-to-hidden weights.
+
+    Differences from torch.nn, on purpose:
+
+    - The spatial layers take batched input of their own rank only: ``(N, C, L)``, ``(N, C, H, W)``,
+      ``(N, C, D, H, W)``. torch also reads unbatched input (``(C, L)`` for ``Dropout1d``,
+      ``(C, D, H, W)`` for ``Dropout3d``), and ``Dropout2d`` guesses on 3-D input (it warns and drops
+      1-D channels of ``(N, C, L)``) and on 5-D input; here these raise a clear error that says to add
+      the batch axis with ``x.unsqueeze(0)`` or to use the layer of the input's rank.
+    - Masks come from noiseshape's Philox4x32 stream (seeded from torch's default generator), not from
+      torch's generator: ``torch.manual_seed`` still makes a run reproducible, but a converted model
+      draws other masks than the original, and the generator advances differently, so random draws
+      later in the program change too.
+    - The keep probability is quantised to ``t / 65536`` (the rate to a multiple of 2**-16) and kept
+      values are scaled by ``65536 / t``, the exact inverse of the realised keep probability, rather
+      than by ``1 / (1 - p)`` (for ``p = 0.1``: 1.1111187 against 1.1111112).
+    - The replacements are new modules: hooks registered on the replaced layers and attributes set on
+      them are not carried over.
 
     The model is deep-copied unless ``inplace=True``; the result is returned either way.
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _coords, _rng
-from .._errors import fail
-from .._spec import NoiseSpec, _fmt, _spec_text, check_rate, check_u64, resolve
+from .._errors import axes_text, fail
+from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
 from . import _eager, _ops, _rows
 from . import distributed as _dist
 from ._eager import eager_ok
@@ -64,6 +64,13 @@ _I64_MAX = (1 << 63) - 1
 def _check_tensor(op: str, x, spec_text: str | None = None, name: str = "x") -> None:
     if not isinstance(x, Tensor):
         raise fail(op, f"{name} is a {type(x).__name__}; give a torch.Tensor (torch.as_tensor(...))", spec=spec_text)
+    if x.layout != torch.strided:
+        raise fail(
+            op,
+            f"{name} is a sparse tensor (layout {x.layout}); noise is drawn for dense tensors: convert with "
+            f"{name}.to_dense()",
+            spec=spec_text,
+        )
     if x.dtype not in _ops.DTYPE_CODES:
         raise fail(
             op,
@@ -237,10 +244,10 @@ def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Ten
 @_dist.sharded("additive")
 def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    z = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device)
+    noise = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev
     if x.dtype in (torch.float16, torch.bfloat16):
-        return (x.float() + z.mul_(stddev)).to(x.dtype)
-    return x + z.mul_(stddev)
+        return (x.float() + noise).to(x.dtype)
+    return x + noise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,9 +374,8 @@ def _prepare(
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
     if rate == 0.0:
         return None
-    spec, j0 = _coords.locate(
-        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec
-    )
+    where = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec, spec_text=spec_text)
+    spec, j0 = _coords.locate(op, shape, noise_shape, broadcast_dims, **where)
     return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
 
@@ -476,7 +482,8 @@ def dropout_add(
         return residual + h
     t = _rng.threshold(d.rate)
     fused = t and d.spec.full and x.is_contiguous() and not _rows.is_rows(d.j0) and not _dist.is_dtensor(x)
-    if fused and _ops.triton_for(x.device) is not None:
+    fused = fused and _ops.triton_for(x.device) is not None
+    if fused and not (torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0):
         return _DROPOUT_ADD(x, residual, bias, _key_tensor(d.key, x.device), d.j0, t, _rng.keep_scale(t))
     return residual + _drop(h, d)
 
@@ -499,7 +506,7 @@ def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tupl
         layout = f"(N, C, {axes})" if data_format == "channels_first" else f"(N, {axes}, C)"
         raise fail(
             op,
-            f"x has {x.dim()} axes but {dims}-d spatial dropout needs {dims + 2}, {layout}; "
+            f"x has {axes_text(x.dim())} but {dims}-d spatial dropout needs {dims + 2}, {layout}; "
             "add the batch axis with x.unsqueeze(0), or use the spatial dropout of your input's rank",
             shape=tuple(x.shape),
         )
@@ -678,7 +685,7 @@ def feature_noise_shape(op: str, x: Tensor) -> tuple:
     """One draw per (sample, channel) of an (N, C, ...) tensor."""
     _check_tensor(op, x)
     if x.dim() < 2:
-        raise fail(op, f"x has {x.dim()} axes; feature dropout needs (N, C, ...)", shape=tuple(x.shape))
+        raise fail(op, f"x has {axes_text(x.dim())}; feature dropout needs (N, C, ...)", shape=tuple(x.shape))
     return (None, None) + (1,) * (x.dim() - 2)
 
 
@@ -853,7 +860,9 @@ def embedding_dropout(
     shape = tuple(weight.shape)
     p = check_rate(p, op=op, name="p", shape=shape)
     if weight.dim() != 2:
-        raise fail(op, f"weight has {weight.dim()} axes; an embedding matrix is (num_embeddings, dim)", shape=shape)
+        raise fail(
+            op, f"weight has {axes_text(weight.dim())}; an embedding matrix is (num_embeddings, dim)", shape=shape
+        )
     seed, stream, _ = _check_seed(op, seed, stream, 0, generator, shape, None)
     if training and p > 0.0:
         spec = resolve(shape, (None, 1), op=op)
@@ -866,6 +875,8 @@ def block_centres_rate(op: str, p: float, block_size: int, height, width, shape)
     """The Bernoulli rate ``gamma`` of block centres that drops about ``p`` of the units (Ghiasi et al., 2018)."""
     if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
         raise fail(op, f"block_size is {block_size!r}; give a positive integer", shape=shape)
+    if height == 0 or width == 0:
+        return 0.0  # an empty map has no blocks to drop
     if block_size > height or block_size > width:
         raise fail(
             op,
@@ -926,13 +937,14 @@ def drop_block2d(
     shape = tuple(x.shape)
     p = check_rate(p, op=op, name="p", shape=shape)
     if x.dim() != 4:
-        raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=shape)
+        raise fail(op, f"x has {axes_text(x.dim())}; DropBlock2d needs (N, C, H, W)", shape=shape)
     gamma = block_centres_rate(op, p, block_size, shape[2], shape[3], shape)
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, None)
-    if p == 0.0:
+    if p == 0.0 or x.numel() == 0:
         return x
     inner = math.prod(shape[1:2]) * (shape[2] - block_size + 1) * (shape[3] - block_size + 1)
     j0 = batch_offset * inner
+    check_index_range(j0, shape[0] * inner, batch_offset=batch_offset, op=op, shape=shape)
     return block_apply(x, call_key(x, seed, stream, generator), j0, p, int(block_size), gamma)
 
 
@@ -964,12 +976,7 @@ def keep_mask(
     """
     op = "noiseshape.torch.keep_mask"
     spec_text = _spec_text(noise_shape, broadcast_dims)
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise fail(op, f"shape is {shape!r}; give a tuple of non-negative integers", spec=spec_text) from None
-    if any(s < 0 for s in shape):
-        raise fail(op, f"shape is {shape!r}; sizes cannot be negative", spec=spec_text)
+    shape = check_shape(shape, op=op, spec=spec_text)
     p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)

@@ -10,13 +10,14 @@ masks it would have drawn.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from .. import _coords, _rng
-from .._errors import fail
-from .._spec import _fmt, check_rate, check_u64, resolve
+from .._errors import axes_text, fail
+from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
 from . import _eager, _ops, _replay
 from . import distributed as _dist
 from . import functional as nf
@@ -49,14 +50,7 @@ class _NoiseLayer(nn.Module):
     def __init__(self, *, seed: int | None = None, noise_shape=None, broadcast_dims=None):
         super().__init__()
         op = self._op()
-        if noise_shape is not None and broadcast_dims is not None:
-            resolve((), noise_shape, broadcast_dims, op=op)  # raises the standard error
-        self.noise_shape = _as_tuple(noise_shape, "noise_shape", op)
-        self.broadcast_dims = (
-            broadcast_dims
-            if broadcast_dims is None or isinstance(broadcast_dims, int)
-            else _as_tuple(broadcast_dims, "broadcast_dims", op)
-        )
+        self.noise_shape, self.broadcast_dims = check_noise_args(noise_shape, broadcast_dims, op=op)
         self.seed = None if seed is None else check_u64(seed, name="seed", op=op)
         if self.seed is not None:
             self.register_buffer("rng_key", _ops.make_key(self.seed))
@@ -76,27 +70,30 @@ class _NoiseLayer(nn.Module):
         if _eager.eager_ok(x):
             if self.seed is None:
                 return (_eager.draw_seed(None), 0)
-            key = self.rng_key
-            return (int(key[0]) & _U64 if key.device.type != "cpu" else int(key.numpy()[0]) & _U64,
-                    _replay.take_stream(self, self._advance))  # fmt: skip
+            return (int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance))
         if self.seed is None:
             return nf.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
-            return _ops.make_key(int(self.rng_key[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
+            return _ops.make_key(int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
         key = self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
 
+    def _counter(self):
+        """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer."""
+        key = self.rng_key
+        if type(key) is Tensor and key.device.type == "cpu" and not torch._C._are_functorch_transforms_active():
+            return key.numpy()
+        return key
+
     def _advance(self) -> int:
         """The stream counter's value; the counter moves on by one (modulo 2**64)."""
-        key = self.rng_key
-        if key.device.type != "cpu":
-            stream = int(key[1]) & _U64
-            key[1] += 1
-            return stream
-        view = key.numpy()
-        stream = int(view[1]) & _U64
-        view[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
+        counter = self._counter()
+        stream = int(counter[1]) & _U64
+        if isinstance(counter, Tensor):
+            counter[1] += 1
+        else:
+            counter[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
         return stream
 
     def where(self, spec) -> object:
@@ -131,12 +128,19 @@ class _NoiseLayer(nn.Module):
         return ", ".join(args)
 
 
-def _as_tuple(value, name, op):
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise fail(op, f"{name} is {value!r}; give a tuple, e.g. {name}=(None, 1, None)", spec=f"{name}={value!r}")
-    return tuple(value)
+def _refuse_positional_inplace(layer: str, p, value, second: str | None) -> None:
+    """A torch user's ``Dropout(0.2, True)``: ``inplace`` is keyword-only here, so say so and show the call."""
+    if isinstance(value, bool):
+        where = f"the second positional argument of {layer} is {second}" if second else f"{layer} takes p alone"
+        raise fail(
+            f"noiseshape.torch.{layer}",
+            f"inplace is keyword-only ({where}): write {layer}({p!r}, inplace={value})",
+        )
+
+
+def _check_float_weight(op: str, weight: Tensor, name: str) -> None:
+    """A parameter to drop must be a dense floating-point tensor, as the functional forms require."""
+    nf._check_tensor(op, weight, name=name)
 
 
 class _Rate(_NoiseLayer):
@@ -145,7 +149,7 @@ class _Rate(_NoiseLayer):
     def __init__(self, p, *, inplace=False, **kwargs):
         super().__init__(**kwargs)
         self.p = check_rate(p, op=self._op(), name="p")
-        self.inplace = bool(inplace)
+        self.inplace = check_flag(inplace, name="inplace", op=self._op())
 
     def _repr_args(self):
         return [f"p={self.p!r}"]
@@ -175,6 +179,7 @@ class Dropout(_Rate):
     """
 
     def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+        _refuse_positional_inplace(type(self).__name__, p, noise_shape, "noise_shape")
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
 
@@ -182,6 +187,7 @@ class _Spatial(_Rate):
     dims = 0
 
     def __init__(self, p: float = 0.5, data_format: str = "channels_first", *, inplace=False, seed=None):
+        _refuse_positional_inplace(type(self).__name__, p, data_format, "data_format")
         super().__init__(p, inplace=inplace, seed=seed)
         if data_format not in ("channels_first", "channels_last"):
             raise fail(
@@ -251,7 +257,7 @@ class LockedDropout(_Rate):
 
     def __init__(self, p: float = 0.5, batch_first: bool = True, *, inplace=False, seed=None):
         super().__init__(p, inplace=inplace, seed=seed)
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_flag(batch_first, name="batch_first", op=self._op())
 
     def _noise_args(self, x):
         return nf.locked_noise_shape(self._op(), x, self.batch_first), None
@@ -275,7 +281,7 @@ class DropPath(_Rate):
 
     def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed=None):
         super().__init__(p, seed=seed)
-        self.scale_by_keep = bool(scale_by_keep)
+        self.scale_by_keep = check_flag(scale_by_keep, name="scale_by_keep", op=self._op())
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
@@ -296,6 +302,7 @@ class AlphaDropout(_Rate):
     """
 
     def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+        _refuse_positional_inplace(type(self).__name__, p, noise_shape, "noise_shape")
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
     def _apply(self, x, spec, key, t):
@@ -311,7 +318,14 @@ class FeatureAlphaDropout(AlphaDropout):
     True
     """
 
-    def __init__(self, p: float = 0.5, *, inplace=False, seed=None):
+    def __init__(self, p: float = 0.5, *args, inplace=False, seed=None):
+        if args:  # torch's FeatureAlphaDropout(p, inplace)
+            _refuse_positional_inplace(type(self).__name__, p, args[0], None)
+            raise fail(
+                self._op(),
+                f"got {len(args) + 1} positional arguments; FeatureAlphaDropout takes p alone, the others by keyword: "
+                f"write FeatureAlphaDropout({p!r}, inplace=False, seed=None)",
+            )
         super().__init__(p, inplace=inplace, seed=seed)
 
     def _noise_args(self, x):
@@ -380,8 +394,10 @@ class DropBlock2d(_Rate):
         op = self._op()
         nf._check_tensor(op, x)
         if x.dim() != 4:
-            raise fail(op, f"x has {x.dim()} axes; DropBlock2d needs (N, C, H, W)", shape=tuple(x.shape))
+            raise fail(op, f"x has {axes_text(x.dim())}; DropBlock2d needs (N, C, H, W)", shape=tuple(x.shape))
         gamma = nf.block_centres_rate(op, self.p, self.block_size, x.shape[2], x.shape[3], tuple(x.shape))
+        if x.numel() == 0:
+            return x
         return nf.block_apply(x, self.next_key(x), 0, self.p, self.block_size, gamma, self.share_batch)
 
     def _repr_args(self):
@@ -411,12 +427,14 @@ class EmbeddingDropout(_Rate):
                 "embedding has sparse=True or max_norm set; the dropped weight is a new dense tensor, so give an "
                 "nn.Embedding with sparse=False and max_norm=None",
             )
+        _check_float_weight(op, embedding.weight, "embedding.weight")
         self.embedding = embedding
 
     def forward(self, input: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return self.embedding(input)
         weight = self.embedding.weight
+        _check_float_weight(self._op(), weight, "embedding.weight")
         t = _rng.threshold(self.p)
         spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
         dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t))
@@ -448,14 +466,23 @@ class WeightDropout(_Rate):
         op = self._op()
         if not isinstance(module, nn.Module):
             raise fail(op, f"module is a {type(module).__name__}; give a torch.nn.Module")
-        names = [names] if isinstance(names, str) else list(names)
-        if not names:
-            raise fail(op, "names is empty; give the parameter names to drop, e.g. 'weight_hh_l0'")
         own = dict(module.named_parameters())
+        known = ", ".join(sorted(own)) or "none"
+        fix = f"give the parameter names to drop, e.g. 'weight' or ['weight_hh_l0'] (this module has: {known})"
+        if isinstance(names, str):
+            names = [names]
+        elif isinstance(names, Iterable) and not isinstance(names, bytes):
+            names = list(names)
+        else:
+            raise fail(op, f"names is {names!r} ({type(names).__name__}); {fix}")
+        if not names:
+            raise fail(op, f"names is empty; {fix}")
         for name in names:
+            if not isinstance(name, str):
+                raise fail(op, f"names holds {name!r} ({type(name).__name__}); {fix}")
             if name not in own:
-                known = ", ".join(sorted(own)) or "none"
                 raise fail(op, f"module has no parameter {name!r}; its parameters are: {known}")
+            _check_float_weight(op, own[name], f"module.{name}")
         self.module = module
         self.names = names
 
@@ -473,6 +500,7 @@ class WeightDropout(_Rate):
         j0 = 0
         for name in self.names:
             w = self.module.get_parameter(name)
+            _check_float_weight(op, w, f"module.{name}")
             if key is None:
                 key = self.next_key(w)
             elif type(key) is tuple and not _eager.eager_ok(w):

@@ -1,0 +1,156 @@
+/* apply_mask: strided broadcast select-multiply y[idx] = mask[idx] ? x[idx] * scale : 0. */
+#include "convert.h"
+#include "core.h"
+
+#include <stddef.h>
+
+typedef struct {
+    const ns_ops *ops;
+    int dtype;
+    size_t size;
+    const char *x;
+    char *y;
+    const uint8_t *m;
+    int nouter;                                 /* number of outer axes */
+    int64_t shape[NS_MAX_DIMS];                 /* outer axes */
+    int64_t xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
+    int64_t inner, xi, yi, mi;                  /* innermost axis */
+    int64_t rows;
+    int split_rows; /* threads split rows (1) or the inner axis (0) */
+    double scale;
+} mask_apply_ctx;
+
+/* Elements i0 .. i1 - 1 of one row whose first elements are at xp, yp, mp. */
+static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const uint8_t *mp, int64_t i0, int64_t i1,
+                     const uint8_t *ones) {
+    size_t sz = c->size;
+    if (c->xi == 1 && c->yi == 1 && (c->mi == 0 || c->mi == 1)) {
+        ns_apply_fn apply = c->ops->apply_bits[c->dtype];
+        if (c->mi == 0 && !*mp) {
+            memset(yp + (size_t)i0 * sz, 0, (size_t)(i1 - i0) * sz); /* +0 in every dtype */
+            return;
+        }
+        NS_ALIGN64 uint8_t bitbuf[NS_CHUNK / 8];
+        for (int64_t i = i0; i < i1; i += NS_CHUNK) {
+            size_t len = (size_t)(i1 - i < NS_CHUNK ? i1 - i : NS_CHUNK);
+            const uint8_t *bits = ones;
+            if (c->mi == 1) {
+                c->ops->u8_to_bits(bitbuf, mp + i, len);
+                bits = bitbuf;
+            }
+            apply(xp + (size_t)i * sz, yp + (size_t)i * sz, bits, len, c->scale);
+        }
+        return;
+    }
+    float sf = (float)c->scale;
+    for (int64_t i = i0; i < i1; i++)
+        elem_apply(c->dtype, xp + (ptrdiff_t)(i * c->xi) * (ptrdiff_t)sz, yp + (ptrdiff_t)(i * c->yi) * (ptrdiff_t)sz,
+                   mp[i * c->mi] != 0, sf, c->scale);
+}
+
+static void mask_apply_range(void *p, int64_t begin, int64_t end) {
+    const mask_apply_ctx *c = p;
+    /* all-ones packed mask of one chunk, for rows broadcast from a kept mask element */
+    NS_ALIGN64 uint8_t ones[NS_CHUNK / 8];
+    memset(ones, 0xff, sizeof ones);
+    int64_t r0 = 0, r1 = c->rows, i0 = 0, i1 = c->inner;
+    if (c->split_rows) {
+        r0 = begin;
+        r1 = end;
+    } else {
+        i0 = begin;
+        i1 = end;
+    }
+    /* odometer over the outer axes, starting at row r0 */
+    int64_t idx[NS_MAX_DIMS];
+    int64_t ox = 0, oy = 0, om = 0, r = r0;
+    for (int d = c->nouter - 1; d >= 0; d--) {
+        idx[d] = r % c->shape[d];
+        r /= c->shape[d];
+        ox += idx[d] * c->xs[d];
+        oy += idx[d] * c->ys[d];
+        om += idx[d] * c->ms[d];
+    }
+    ptrdiff_t sz = (ptrdiff_t)c->size;
+    for (int64_t row = r0; row < r1; row++) {
+        mask_row(c, c->x + ox * sz, c->y + oy * sz, c->m + om, i0, i1, ones);
+        for (int d = c->nouter - 1; d >= 0; d--) {
+            ox += c->xs[d];
+            oy += c->ys[d];
+            om += c->ms[d];
+            if (++idx[d] < c->shape[d]) break;
+            ox -= c->xs[d] * c->shape[d];
+            oy -= c->ys[d] * c->shape[d];
+            om -= c->ms[d] * c->shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *mask, int ndim, const int64_t *shape,
+                   const int64_t *x_strides, const int64_t *y_strides, const int64_t *m_strides, double scale,
+                   int nthreads) {
+    mask_apply_ctx c;
+    memset(&c, 0, sizeof c);
+    c.ops = ns_get_ops(isa);
+    c.dtype = dtype;
+    c.size = ns_dtype_size(dtype);
+    c.x = x;
+    c.y = y;
+    c.m = mask;
+    c.scale = scale;
+
+    /* Normalise: drop axes of length 1, merge adjacent axes that are contiguous
+     * in all three operands.  An empty result is a single element. */
+    int64_t sh[NS_MAX_DIMS], xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
+    int nd = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) return;
+        if (shape[d] == 1) continue;
+        if (nd > 0 && xs[nd - 1] == x_strides[d] * shape[d] && ys[nd - 1] == y_strides[d] * shape[d] &&
+            ms[nd - 1] == m_strides[d] * shape[d]) {
+            sh[nd - 1] *= shape[d];
+            xs[nd - 1] = x_strides[d];
+            ys[nd - 1] = y_strides[d];
+            ms[nd - 1] = m_strides[d];
+            continue;
+        }
+        sh[nd] = shape[d];
+        xs[nd] = x_strides[d];
+        ys[nd] = y_strides[d];
+        ms[nd] = m_strides[d];
+        nd++;
+    }
+    if (nd == 0) {
+        sh[0] = 1;
+        xs[0] = ys[0] = 1;
+        ms[0] = 0;
+        nd = 1;
+    }
+    c.nouter = nd - 1;
+    c.rows = 1;
+    for (int d = 0; d < nd - 1; d++) {
+        c.shape[d] = sh[d];
+        c.xs[d] = xs[d];
+        c.ys[d] = ys[d];
+        c.ms[d] = ms[d];
+        c.rows *= sh[d];
+    }
+    c.inner = sh[nd - 1];
+    c.xi = xs[nd - 1];
+    c.yi = ys[nd - 1];
+    c.mi = ms[nd - 1];
+    if (c.inner == 1) { /* a one-element row: its strides do not matter */
+        c.xi = c.yi = 1;
+        c.mi = 0;
+    }
+
+    int64_t total = c.rows * c.inner;
+    int nt = nthreads > 0 ? nthreads : ns_default_threads();
+    if (total < NS_PAR_MIN) nt = 1;
+    c.split_rows = c.rows >= nt || c.inner < 64 * (int64_t)nt;
+    if (c.split_rows)
+        ns_parallel_for(mask_apply_range, &c, c.rows, 1, 0, nt);
+    else
+        ns_parallel_for(mask_apply_range, &c, c.inner, 64, 0, nt);
+}

@@ -1,0 +1,220 @@
+/*
+ * Threads: the default thread count and the parallel loop, with a pool of
+ * helpers that sleep between jobs.
+ */
+#define _GNU_SOURCE 1
+
+#include "core.h"
+
+#include <stdlib.h>
+
+#if defined(_WIN32)
+#define NS_NO_PTHREADS 1
+#else
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <unistd.h>
+#endif
+
+int ns_default_threads(void) {
+#if defined(NS_NO_PTHREADS)
+    return 1;
+#else
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int c = CPU_COUNT(&set);
+        if (c > 0) return c;
+    }
+#endif
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)(c < NS_MAX_THREADS ? c : NS_MAX_THREADS) : 1;
+#endif
+}
+
+
+#ifndef NS_NO_PTHREADS
+/* A parallel loop shared by the calling thread and its helpers.  Work is handed
+ * out in chunks from an atomic counter, so a helper that starts late (thread
+ * start-up can take milliseconds on a busy or virtualised machine) only takes
+ * what is left, and the caller never waits for a helper that has no work.  The
+ * job lives on the heap and is freed by its last user: helpers are detached and
+ * touch the caller's context only while a chunk they claimed is unfinished,
+ * which the caller waits for. */
+typedef struct {
+    ns_range_fn fn;
+    void *ctx;
+    int64_t n, grain, nchunks;
+    atomic_llong next; /* next chunk to claim */
+    atomic_llong done; /* chunks finished */
+    atomic_int refs;   /* the caller plus every started helper */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} ns_job;
+
+static void job_work(ns_job *j) {
+    for (;;) {
+        int64_t c = atomic_fetch_add(&j->next, 1);
+        if (c >= j->nchunks) return;
+        int64_t b = c * j->grain, e = b + j->grain < j->n ? b + j->grain : j->n;
+        j->fn(j->ctx, b, e);
+        if (atomic_fetch_add(&j->done, 1) + 1 == j->nchunks) {
+            pthread_mutex_lock(&j->mu);
+            pthread_cond_signal(&j->cv);
+            pthread_mutex_unlock(&j->mu);
+        }
+    }
+}
+
+static void job_release(ns_job *j) {
+    if (atomic_fetch_sub(&j->refs, 1) == 1) {
+        pthread_cond_destroy(&j->cv);
+        pthread_mutex_destroy(&j->mu);
+        free(j);
+    }
+}
+
+static void *helper_main(void *p) {
+    job_work(p);
+    job_release(p);
+    return NULL;
+}
+
+/* A pool of helper threads that live as long as the process and sleep between
+ * jobs, so a call pays a wake-up instead of a thread start.  One caller at a
+ * time offers its job to the pool (others start helpers of their own, as
+ * above).  A helper takes a reference to the offered job under pool_mu, and the
+ * caller withdraws the offer under pool_mu before dropping its own reference,
+ * so a helper that wakes late finds either a live job or none. */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static ns_job *pool_job;     /* the job on offer, or NULL */
+static unsigned long pool_gen; /* bumped for every offer */
+static int pool_offers;      /* helpers the offered job still wants */
+static int pool_size;        /* helpers started */
+static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void *pool_main(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&pool_mu);
+    unsigned long seen = pool_gen;
+    for (;;) {
+        while (pool_gen == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+        seen = pool_gen;
+        ns_job *j = pool_job;
+        if (!j || pool_offers <= 0) continue;
+        pool_offers--;
+        atomic_fetch_add(&j->refs, 1);
+        pthread_mutex_unlock(&pool_mu);
+        job_work(j);
+        job_release(j);
+        pthread_mutex_lock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* In a child process after fork() the helpers do not exist: start afresh. */
+static void pool_after_fork(void) {
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_cv, NULL);
+    pool_job = NULL;
+    pool_offers = 0;
+    pool_size = 0;
+    atomic_flag_clear(&pool_busy);
+}
+
+static void pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+/* Offers j to `want` pool helpers (starting missing ones); returns 0 if the
+ * pool is in use by another caller. */
+static int pool_offer(ns_job *j, int want) {
+    if (atomic_flag_test_and_set(&pool_busy)) return 0;
+    pthread_once(&pool_once, pool_init);
+    pthread_mutex_lock(&pool_mu);
+    while (pool_size < want) {
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) != 0) break;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, (size_t)1 << 20);
+        pthread_t th;
+        int rc = pthread_create(&th, &attr, pool_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pool_size++;
+    }
+    pool_job = j;
+    pool_offers = want;
+    pool_gen++;
+    pthread_cond_broadcast(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    return 1;
+}
+
+static void pool_withdraw(void) {
+    pthread_mutex_lock(&pool_mu);
+    pool_job = NULL;
+    pool_offers = 0;
+    pthread_mutex_unlock(&pool_mu);
+    atomic_flag_clear(&pool_busy);
+}
+#endif
+
+/* Runs fn over [0, n) on up to nthreads threads (the caller included), in
+ * chunks whose boundaries are multiples of `align`; one thread when
+ * n < min_par.  Falls back to the calling thread alone if helpers cannot be
+ * created. */
+void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_t min_par, int nthreads) {
+    if (n <= 0) return;
+    int64_t nt = nthreads > 0 ? nthreads : ns_default_threads();
+    int64_t units = (n + align - 1) / align;
+    if (n < min_par) nt = 1;
+    if (nt > units) nt = units;
+    if (nt > NS_MAX_THREADS) nt = NS_MAX_THREADS;
+#ifndef NS_NO_PTHREADS
+    ns_job *j = nt > 1 ? malloc(sizeof *j) : NULL;
+    if (j) {
+        /* about 16 chunks per thread balance late starters without much overhead */
+        int64_t per = (units + 16 * nt - 1) / (16 * nt);
+        j->fn = fn;
+        j->ctx = ctx;
+        j->n = n;
+        j->grain = per * align;
+        j->nchunks = (n + j->grain - 1) / j->grain;
+        atomic_init(&j->next, 0);
+        atomic_init(&j->done, 0);
+        atomic_init(&j->refs, 1);
+        pthread_mutex_init(&j->mu, NULL);
+        pthread_cond_init(&j->cv, NULL);
+        int pooled = pool_offer(j, (int)(nt - 1));
+        if (!pooled) {
+            pthread_attr_t attr;
+            int attr_ok = pthread_attr_init(&attr) == 0;
+            if (attr_ok) {
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                pthread_attr_setstacksize(&attr, (size_t)1 << 20);
+            }
+            for (int64_t i = 1; i < nt && attr_ok; i++) {
+                pthread_t th;
+                atomic_fetch_add(&j->refs, 1);
+                if (pthread_create(&th, &attr, helper_main, j) != 0) {
+                    atomic_fetch_sub(&j->refs, 1);
+                    break;
+                }
+            }
+            if (attr_ok) pthread_attr_destroy(&attr);
+        }
+        job_work(j);
+        pthread_mutex_lock(&j->mu);
+        while (atomic_load(&j->done) < j->nchunks) pthread_cond_wait(&j->cv, &j->mu);
+        pthread_mutex_unlock(&j->mu);
+        if (pooled) pool_withdraw();
+        job_release(j);
+        return;
+    }
+#else
+    (void)align;
+#endif
+    fn(ctx, 0, n);
+}

@@ -1,0 +1,116 @@
+"""The same masks spelled in Keras, Flax, torch.nn, noiseshape.torch and noiseshape.numpy."""
+
+from __future__ import annotations
+
+import math
+
+from .._spec import _fmt
+from .facts import Explanation
+
+__all__ = ["equivalents", "flax_broadcast_dims", "keras_noise_shape"]
+
+
+def _matches(ex: Explanation, shared_axes: set[int]) -> bool:
+    """Whether the spec draws the masks of a layer that shares exactly ``shared_axes`` (size-1 axes are free)."""
+    return all((a.index in shared_axes) == a.shared for a in ex.axes if a.role != "size 1")
+
+
+def keras_noise_shape(ex: Explanation) -> tuple[int | None, ...]:
+    return tuple(1 if a.shared else (None if a.index == 0 or a.dynamic else a.size) for a in ex.axes)
+
+
+def flax_broadcast_dims(ex: Explanation) -> tuple[int, ...]:
+    return tuple(a.index for a in ex.axes if a.shared)
+
+
+def equivalents(ex: Explanation) -> dict[str, object]:
+    """The layer calls that draw masks of this structure, each with its caveat where it has one."""
+    p = f"{ex.rate:g}"
+    rank = ex.rank
+    any_shared = any(a.shared for a in ex.axes)
+    ns = keras_noise_shape(ex)
+    keras = f"keras.layers.Dropout({p}, noise_shape={_fmt(ns)})" if any_shared else f"keras.layers.Dropout({p})"
+    bd = flax_broadcast_dims(ex)
+    flax = f"flax.linen.Dropout({p}, broadcast_dims={_fmt(bd)})" if bd else f"flax.linen.Dropout({p})"
+    nst = [f"noiseshape.torch.Dropout({p}, noise_shape={_fmt(ns)})" if any_shared else f"noiseshape.torch.Dropout({p})"]
+    torch_nn: list[dict] = []
+    batch_free = rank == 0 or not ex.axes[0].shared or ex.axes[0].role == "size 1"
+    if math.prod(ex.shape) == 1:  # a single element: every layer agrees, naming them all says nothing
+        rank = -1
+    for k, layer in ((3, "1d"), (4, "2d"), (5, "3d")):
+        if rank != k or not batch_free:
+            continue
+        first = set(range(2, k))
+        last = set(range(1, k - 1))
+        if _matches(ex, first):
+            nst.append(f"noiseshape.torch.SpatialDropout{layer}({p})")
+            torch_nn.append(
+                {
+                    "layer": f"torch.nn.Dropout{layer}({p})",
+                    "caveat": f"needs channels first {_layout(k, True)}; {_UNBATCHED[k]}",
+                }
+            )
+        if _matches(ex, last):
+            nst.append(f'noiseshape.torch.SpatialDropout{layer}({p}, data_format="channels_last")')
+            perm = (0, k - 1, *range(1, k - 1))
+            back = (0, *range(2, k), 1)
+            torch_nn.append(
+                {
+                    "layer": f"torch.nn.Dropout{layer}({p}) applied to x.permute{perm}, then .permute{back}",
+                    "caveat": f"Dropout{layer} needs channels first {_layout(k, True)}, "
+                    f"so a channels-last input {_layout(k, False)} must be permuted",
+                }
+            )
+    if rank == 3 and batch_free and _matches(ex, {1}):
+        nst.append(f"noiseshape.torch.LockedDropout({p}, batch_first=True)")
+    if rank == 3 and _matches(ex, {0}):
+        nst.append(f"noiseshape.torch.LockedDropout({p}, batch_first=False)  # if axis 0 is time: (T, B, F)")
+    if rank >= 2 and batch_free and ex.draws_per_sample == 1 and ex.elements_per_sample > 1:
+        nst.append(f"noiseshape.torch.DropPath({p})")
+        torch_nn.append(
+            {
+                "layer": f'torchvision.ops.StochasticDepth({p}, mode="row")',
+                "caveat": "torch.nn has no built-in for this; StochasticDepth is in torchvision",
+            }
+        )
+    if ex.draws_total == 1 and math.prod(ex.shape) > 1:
+        torch_nn.append(
+            {
+                "layer": f'torchvision.ops.StochasticDepth({p}, mode="batch")',
+                "caveat": "torch.nn has no built-in for this; StochasticDepth is in torchvision",
+            }
+        )
+    if not any_shared or (ex.elements_per_draw_in_sample == 1 and batch_free):
+        torch_nn.insert(
+            0,
+            {
+                "layer": f"torch.nn.Dropout({p})",
+                "caveat": "any shape; it draws from torch's global generator, so its masks differ from noiseshape's",
+            },
+        )
+    if not torch_nn:
+        torch_nn.append(
+            {"layer": None, "caveat": "no torch.nn built-in shares these axes; use noiseshape.torch.Dropout"}
+        )
+    numpy_spec = f", noise_shape={_fmt(ns)}" if any_shared else ""
+    numpy_call = f"noiseshape.numpy.dropout(x, {p}{numpy_spec}, seed={ex.seed})"
+    return {
+        "keras": keras,
+        "flax": flax,
+        "noiseshape.torch": nst,
+        "torch.nn": torch_nn,
+        "noiseshape.numpy": numpy_call,
+    }
+
+
+_UNBATCHED = {
+    3: "a 2-D input is read as one unbatched (C, L) sample",
+    4: "a 3-D input is read as (N, C, L) with a warning (1-D channel dropout), not as one (C, H, W) sample",
+    5: "a 4-D input is read as one unbatched (C, D, H, W) sample",
+}
+
+
+def _layout(k: int, channels_first: bool) -> str:
+    spatial = {3: ["L"], 4: ["H", "W"], 5: ["D", "H", "W"]}[k]
+    dims = ["N", "C", *spatial] if channels_first else ["N", *spatial, "C"]
+    return "(" + ", ".join(dims) + ")"
