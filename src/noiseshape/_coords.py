@@ -77,7 +77,7 @@ def global_samples(offset: int | None = None, count: int | None = None, *, sampl
         if offset is not None:
             raise fail(op, "offset and sample_ids both given; give the offset of a contiguous range or the ids")
         ids = _ids(op, sample_ids, None, None, None)
-        value = (0, len(ids), ids)
+        value: tuple[int, int, np.ndarray | None] = (0, len(ids), ids)
     else:
         if offset is None or count is None:
             raise fail(op, "give offset and count (the rows this process holds), or sample_ids")

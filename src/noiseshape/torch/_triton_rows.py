@@ -12,14 +12,12 @@ import torch
 from torch import Tensor
 
 from . import _triton
+from ._triton import tl, triton
 
 __all__ = ["keep_mask_rows", "normal_rows"]
 
-tl = _triton.tl
-
 if tl is not None:
-    triton = _triton.triton
-    _philox_words = _triton._philox_words
+    from ._triton import _philox_words
 
     @triton.jit
     def _element_index(starts_ptr, run, total, BLOCK: tl.constexpr):

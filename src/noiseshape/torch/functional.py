@@ -370,11 +370,11 @@ def _prepare(
     _check_tensor(op, x, spec_text)
     shape = tuple(x.shape)
     rate = check(rate, op, shape, spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
+    resolved = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
     if rate == 0.0:
         return None
-    where = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=spec, spec_text=spec_text)
+    where = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=resolved, spec_text=spec_text)
     spec, j0 = _coords.locate(op, shape, noise_shape, broadcast_dims, **where)
     return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
