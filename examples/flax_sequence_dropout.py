@@ -1,6 +1,6 @@
 """A Flax sequence classifier with time-shared dropout: noiseshape.jax.linen.Dropout(0.3, broadcast_dims=(1,)).
 
-Input (N, T=40, F=8): 40 time steps of 8 noisy signals; class 1 adds a slow sine to one of them.
+Input (N, T=40, F=8): 40 time steps of 8 noisy signals; class 1 adds a slow sine plus an offset of 1 to one of them.
 Dense(32) per step -> Dropout(0.3, broadcast_dims=(1,)), which drops the same hidden features at every
 time step of a sample (the flax.linen.Dropout spelling, drawn by noiseshape's Philox contract) ->
 mean over time -> Dense(2). The training step is one ``jax.jit``; each step's dropout key is
@@ -27,7 +27,7 @@ def make_data(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     y = rng.integers(0, 2, n)
     t = np.arange(40, dtype=np.float32)
     for i in np.flatnonzero(y):
-        x[i, :, rng.integers(0, 8)] += np.sin(2 * np.pi * t / 40 + rng.uniform(0, 2 * np.pi)) + 0.5
+        x[i, :, rng.integers(0, 8)] += np.sin(2 * np.pi * t / 40 + rng.uniform(0, 2 * np.pi)) + 1.0
     return x, y
 
 

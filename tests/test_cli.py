@@ -533,3 +533,9 @@ def test_plot_marks_skipped_rows_in_every_layout(shape, rows, row_gaps):
         assert panel.grid.shape[0] == rows
         assert len(panel.yticks) == rows
         assert panel.row_gaps == row_gaps
+
+
+def test_negative_zero_rate_reads_as_zero(capsys):
+    code, out, _ = run(capsys, "2,3", "--rate", "-0")
+    assert code == 0
+    assert out.splitlines()[0].endswith("rate 0") and "-0" not in out

@@ -40,6 +40,6 @@ def test_mc_uncertainty_is_wider_far_from_the_data(tmp_path, capsys):
 
 
 def test_flax_sequence_dropout_learns(capsys):
-    accuracy = _load("flax_sequence_dropout").main(["--steps", "150", "--samples", "600"])
-    assert accuracy > 0.6  # chance is 0.5
+    accuracy = _load("flax_sequence_dropout").main(["--steps", "100", "--samples", "400"])
+    assert accuracy > 0.7  # chance is 0.5; 0.85 on this data set
     assert "test accuracy" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """noiseshape.jax draws the contract's masks: bit for bit the NumPy reference and the torch frontend."""
 
+import functools
 import math
 
 import jax
@@ -71,31 +72,37 @@ def _check_against_reference_and_torch(x, noise_shape, rate, seed, stream, offse
     assert np.array_equal(_bits(y), _torch_bits(yt))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_dropout_is_the_reference_and_torch_bit_for_bit(case):
     _check_against_reference_and_torch(*case)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(dtypes=("float64",)))
 def test_float64_with_x64_is_the_reference_and_torch_bit_for_bit(case):
     with jax.enable_x64(True):
         _check_against_reference_and_torch(*case)
 
 
+@functools.cache
+def _traced_keep_mask(shape, stream):
+    return jax.jit(lambda off, key: nsj.keep_mask(shape, 0.5, key=key, stream=stream, batch_offset=off))
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple),
+    shape=st.sampled_from([(1,), (3, 5), (2, 3, 7)]),  # few shapes: a new offset or key never recompiles
     seed=st.integers(0, U64),
-    stream=st.integers(0, U64),
-    offset=st.integers(0, (1 << 40)),
+    stream=st.sampled_from([0, U64]),
+    offset=st.integers(0, (1 << 32) - 1),
 )
 def test_a_traced_batch_offset_draws_what_a_static_one_does(shape, seed, stream, offset):
-    f = jax.jit(lambda off: nsj.keep_mask(shape, 0.5, seed=seed, stream=stream, batch_offset=off))
-    traced = f(jnp.uint32(offset % (1 << 32)))
-    ref = _rng.keep_flags(shape, seed, stream, 32768, batch_offset=offset % (1 << 32))
+    key = jax.random.wrap_key_data(jnp.array([seed >> 32, seed & 0xFFFFFFFF], jnp.uint32))
+    traced = _traced_keep_mask(shape, stream)(jnp.uint32(offset), key)
+    ref = _rng.keep_flags(shape, seed, stream, 32768, batch_offset=offset)
     assert np.array_equal(np.asarray(traced), ref)
+    assert np.array_equal(np.asarray(nsj.keep_mask(shape, 0.5, seed=seed, stream=stream, batch_offset=offset)), ref)
 
 
 def test_a_jax_key_is_the_seed_its_words_spell():

@@ -197,3 +197,15 @@ def test_convert_docstring_and_readme_state_the_differences():
     for doc in (nst.convert.__doc__, section):
         for words in ("unbatched", "3-D input", "torch.manual_seed", "65536", "hooks"):
             assert words in doc, words
+
+
+def test_converted_model_moves_and_casts_like_the_original():
+    # nn.Module.to / .double / .float / .cpu walk the children with Module._apply
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.AlphaDropout(0.2), nn.Dropout2d(0.1))
+    converted = nst.convert(model).to(torch.float64).cpu().float().double()
+    assert converted[0].weight.dtype == torch.float64
+    layers = [nst.GaussianDropout(0.1), nst.Dropout(0.5, seed=3), nst.DropPath(0.1), nst.FeatureAlphaDropout(0.2)]
+    for layer in layers:
+        assert layer.to(torch.float64) is layer
+    x = torch.ones(2, 4, dtype=torch.float64)
+    assert converted[:3](x).dtype == torch.float64

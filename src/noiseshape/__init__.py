@@ -11,6 +11,8 @@ use; importing ``noiseshape`` alone imports no framework).
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ._coords import Coords, global_samples
 from ._errors import NoiseShapeError
@@ -31,10 +33,14 @@ __all__ = [
     "set_num_threads",
 ]
 
+if TYPE_CHECKING:  # what the lazy __getattr__ below returns, spelled out for type checkers
+    from . import numpy as numpy
+    from . import torch as torch
+
 _FRONTENDS = ("jax", "numpy", "torch")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     if name in _FRONTENDS:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
@@ -42,5 +48,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted([*globals(), *_FRONTENDS])

@@ -133,7 +133,7 @@ def run(
     slow spell of a busy machine lands on every case alike instead of on whichever case it met.
     """
     burst = 10
-    cases = []
+    cases: list[tuple] = []
     for group, name, setup in make_cases(shape, rate):
         if progress:
             progress(f"preparing {name}")

@@ -16,7 +16,11 @@ when ``j`` is even and words ``(2, 3)`` when it is odd.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "PHILOX_M0",
@@ -44,7 +48,7 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _U64_MAX = (1 << 64) - 1
 
 
-def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
+def philox4x32(counter: ArrayLike, key: ArrayLike, rounds: int = 10) -> np.ndarray:
     """Philox4x32 with ``rounds`` rounds (Salmon et al., SC'11, "Parallel random numbers: as easy as 1, 2, 3").
 
     ``counter`` has shape ``(..., 4)`` and ``key`` shape ``(..., 2)``; both are unsigned 32-bit words
@@ -91,7 +95,7 @@ def philox4x32(counter, key, rounds: int = 10) -> np.ndarray:
     return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
 
 
-def _check_u64(name: str, value) -> int:
+def _check_u64(name: str, value: object) -> int:
     from ._errors import NoiseShapeError
 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -157,7 +161,13 @@ def lanes(seed: int, stream: int, j0: int, n: int) -> np.ndarray:
     return per_block[start : start + n]
 
 
-def global_indices(reduced_shape, global_reduced, offset=None, sample_ids=None, ids_axis: int = 0) -> np.ndarray:
+def global_indices(
+    reduced_shape: Sequence[int],
+    global_reduced: Sequence[int | None],
+    offset: Sequence[int] | None = None,
+    sample_ids: Any = None,
+    ids_axis: int = 0,
+) -> np.ndarray:
     """The global index ``j`` of every element of a local reduced mask (int64, shape ``reduced_shape``).
 
     The element at local index ``i`` sits at global coordinate ``g = i + offset`` (``g[ids_axis] =
@@ -169,7 +179,8 @@ def global_indices(reduced_shape, global_reduced, offset=None, sample_ids=None, 
     offset = tuple(int(o) for o in (offset or ())) + (0,) * (len(shape) - len(offset or ()))
     strides = [1] * len(shape)
     for d in range(len(shape) - 2, -1, -1):
-        strides[d] = strides[d + 1] * int(global_reduced[d + 1])
+        size = global_reduced[d + 1]
+        strides[d] = strides[d + 1] * (shape[d + 1] if size is None else int(size))
     j = np.zeros(shape, dtype=np.int64)
     for d, n in enumerate(shape):
         coord = np.arange(n, dtype=np.int64) + offset[d]
@@ -191,7 +202,7 @@ def _words_at(seed: int, stream: int, b: np.ndarray) -> np.ndarray:
     return philox4x32(counter, np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32))
 
 
-def lanes_at(seed: int, stream: int, j) -> np.ndarray:
+def lanes_at(seed: int, stream: int, j: Any) -> np.ndarray:
     """The 16-bit lanes (``uint16``) at global indices ``j`` (any shape): lane ``j % 8`` of block ``j // 8``."""
     j = np.asarray(j, dtype=np.int64)
     k = j % 8
@@ -199,7 +210,7 @@ def lanes_at(seed: int, stream: int, j) -> np.ndarray:
     return ((w >> (16 * (k % 2)).astype(np.uint32)) & np.uint32(0xFFFF)).astype(np.uint16)
 
 
-def normals_at(seed: int, stream: int, j) -> np.ndarray:
+def normals_at(seed: int, stream: int, j: Any) -> np.ndarray:
     """Normal variates (float64) at global indices ``j`` (any shape): word pair ``j % 2`` of block ``j // 2``."""
     j = np.asarray(j, dtype=np.int64)
     words = _words_at(seed, stream, j // 2).astype(np.float64)
@@ -212,16 +223,16 @@ def normals_at(seed: int, stream: int, j) -> np.ndarray:
 
 
 def keep_flags(
-    reduced_shape,
+    reduced_shape: Sequence[int],
     seed: int,
     stream: int,
     t: int,
     *,
     batch_offset: int = 0,
     batch_shared: bool = False,
-    global_reduced=None,
-    offset=None,
-    sample_ids=None,
+    global_reduced: Sequence[int | None] | None = None,
+    offset: Sequence[int] | None = None,
+    sample_ids: Any = None,
     ids_axis: int = 0,
 ) -> np.ndarray:
     """The reduced keep mask (``bool``, shape ``reduced_shape``) of the contract.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .._spec import _fmt
 from .facts import Explanation
@@ -23,7 +24,7 @@ def flax_broadcast_dims(ex: Explanation) -> tuple[int, ...]:
     return tuple(a.index for a in ex.axes if a.shared)
 
 
-def equivalents(ex: Explanation) -> dict[str, object]:
+def equivalents(ex: Explanation) -> dict[str, Any]:
     """The layer calls that draw masks of this structure, each with its caveat where it has one."""
     p = f"{ex.rate:g}"
     rank = ex.rank

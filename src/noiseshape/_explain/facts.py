@@ -9,6 +9,7 @@ Axis 0 is taken as the batch axis, as in Keras and Flax.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,10 +148,10 @@ class Explanation:
         return self.shape[0] if self.rank else 1
 
     # --- masks --------------------------------------------------------------------------------------------
-    def reduced_index(self, index) -> tuple:
+    def reduced_index(self, index: Sequence[int]) -> tuple[int, ...]:
         return tuple(0 if s else i for i, s in zip(index, self.spec.shared))
 
-    def flat_reduced(self, rindex) -> int:
+    def flat_reduced(self, rindex: Sequence[int]) -> int:
         j = 0
         for i, n in zip(rindex, self.reduced):
             j = j * n + i
@@ -159,11 +160,11 @@ class Explanation:
     def first_index(self) -> int:
         return self.spec.first_index(self.batch_offset) if self.rank else 0
 
-    def keep_at(self, rindices) -> list[bool]:
+    def keep_at(self, rindices: Sequence[Sequence[int]]) -> list[bool]:
         """Keep flags of the reduced mask at the given reduced indices, straight from the contract."""
         j0 = self.first_index()
         js = [j0 + self.flat_reduced(r) for r in rindices]
-        blocks = {}
+        blocks: dict[int, np.ndarray] = {}
         for b in sorted({j // 8 for j in js}):
             blocks[b] = _rng.lanes(self.seed, self.stream, 8 * b, 8)
         return [int(blocks[j // 8][j % 8]) < self.t for j in js]
@@ -173,7 +174,7 @@ class Explanation:
         gaps = [None if s else g for s, g in zip(self.spec.shared, self.gaps)]
         return shown, gaps
 
-    def pictures(self) -> dict:
+    def pictures(self) -> dict[str, np.ndarray]:
         """The four displayed arrays (at the shown indices): input, reduced mask, broadcast mask, output."""
         grid = list(np.ndindex(*[len(s) for s in self.shown]))
         index = [tuple(self.shown[a][k] for a, k in enumerate(pos)) for pos in grid]
@@ -202,7 +203,7 @@ class Explanation:
         return out
 
 
-def _flat(index, shape) -> int:
+def _flat(index: Sequence[int], shape: Sequence[int]) -> int:
     j = 0
     for i, n in zip(index, shape):
         j = j * n + i
@@ -216,18 +217,22 @@ def _shown_indices(n: int, limit: int, edge: int) -> tuple[list[int], int | None
 
 
 def explain(
-    input_shape,
-    noise_shape=None,
-    broadcast_dims=None,
+    input_shape: Sequence[int | None],
+    noise_shape: Sequence[object] | None = None,
+    broadcast_dims: Sequence[int] | int | None = None,
     *,
-    rate: float = 0.5,
-    seed: int = 0,
-    stream: int = 0,
-    batch_offset: int = 0,
-    axes=None,
-    dynamic_size: int = DEFAULT_DYNAMIC_SIZE,
+    rate: float | str = 0.5,
+    seed: int | str = 0,
+    stream: int | str = 0,
+    batch_offset: int | str = 0,
+    axes: Sequence[str] | None = None,
+    dynamic_size: int | str = DEFAULT_DYNAMIC_SIZE,
 ) -> Explanation:
-    """Collect every fact ``noiseshape explain`` prints. Raises :class:`noiseshape.NoiseShapeError`."""
+    """Collect every fact ``noiseshape explain`` prints. Raises :class:`noiseshape.NoiseShapeError`.
+
+    The numbers may be given as the command line's text: they are checked here, and text that does not
+    read as a number is reported as given.
+    """
     given = tuple(input_shape)
     spec_text = _spec_text(noise_shape, broadcast_dims)
     if not given:
@@ -237,7 +242,7 @@ def explain(
             shape=given,
             spec=spec_text,
         )
-    rate = check_rate(rate, op=OP, shape=given, spec=spec_text)
+    rate = check_rate(rate, op=OP, shape=given, spec=spec_text) + 0.0  # -0.0 reads as 0
     seed = check_u64(seed, name="seed", op=OP, shape=given, spec=spec_text)
     stream = check_u64(stream, name="stream", op=OP, shape=given, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=OP, shape=given, spec=spec_text)
@@ -253,15 +258,14 @@ def explain(
             )
     # A dynamic input size takes its display size from the noise shape when that names one.
     entries = _expand(noise_shape, len(given))
-    shape = []
+    sizes: list[int] = []
     for i, n in enumerate(given):
         if n is None:
             e = entries[i] if entries is not None else None
-            usable = isinstance(e, int) and not isinstance(e, bool) and e > 1
-            shape.append(e if usable else dynamic_size)
+            sizes.append(e if isinstance(e, int) and not isinstance(e, bool) and e > 1 else dynamic_size)
         else:
-            shape.append(n)
-    shape = tuple(shape)
+            sizes.append(n)
+    shape = tuple(sizes)
     spec = resolve(shape, noise_shape, broadcast_dims, op=OP)
     _check_indices(spec, batch_offset, given, spec_text)
     if axes is not None and len(axes) != len(shape):
@@ -306,7 +310,7 @@ def _check_indices(spec: NoiseSpec, batch_offset: int, given: tuple, spec_text: 
         )
 
 
-def _expand(noise_shape, ndim):
+def _expand(noise_shape: Sequence[object] | None, ndim: int) -> list[object] | None:
     if noise_shape is None:
         return None
     entries = list(noise_shape)

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._spec import _fmt
 from .facts import Explanation
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
 
 __all__ = ["PLOT_HINT", "Panel", "panels", "plot"]
 
@@ -52,6 +57,7 @@ def plot(ex: Explanation, path: str) -> None:
     width = max(6.5, ncols * (0.4 * cell_w + 1.3))
     fig = Figure(figsize=(width, sum(heights) + 1.2), layout="constrained")
     subs = fig.subfigures(2, 1, height_ratios=heights)
+    assert isinstance(subs, np.ndarray)
     cmap = ListedColormap([DROPPED, KEPT])
     for (title, row), sub in zip(rows, subs):
         sub.suptitle(title, fontsize=10, x=0.02, ha="left")
@@ -75,7 +81,7 @@ def plot(ex: Explanation, path: str) -> None:
     fig.savefig(path)
 
 
-def _draw(ax, panel: Panel, cmap) -> None:
+def _draw(ax: Axes, panel: Panel, cmap: Colormap) -> None:
     grid = panel.grid
     ax.imshow(grid.astype(int), cmap=cmap, vmin=0, vmax=1, aspect="equal")
     ax.set_xticks(range(grid.shape[1]), panel.xticks, fontsize=7)
@@ -87,11 +93,11 @@ def _draw(ax, panel: Panel, cmap) -> None:
     ax.set_xlabel(panel.xlabel, fontsize=8)
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.set_title(panel.title, fontsize=9)
-    dashed = {"color": "black", "linewidth": 1.5, "linestyle": (0, (2, 2))}
+    dashes = (0, (2, 2))
     if panel.col_gap is not None:
-        ax.axvline(panel.col_gap - 0.5, **dashed)
+        ax.axvline(panel.col_gap - 0.5, color="black", linewidth=1.5, linestyle=dashes)
     for r in panel.row_gaps:
-        ax.axhline(r - 0.5, **dashed)
+        ax.axhline(r - 0.5, color="black", linewidth=1.5, linestyle=dashes)
 
 
 def _row_gaps(lead: list[list[int]], gaps: list[int | None]) -> list[int]:

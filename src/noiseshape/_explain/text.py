@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def format_grid(cells: np.ndarray, gaps: list[int | None]) -> str:
     return block(cells, 0, 0)
 
 
-def _cells(a: np.ndarray, fmt: Callable[[object], str]) -> np.ndarray:
+def _cells(a: np.ndarray, fmt: Callable[[Any], str]) -> np.ndarray:
     out = np.empty(a.shape, dtype=object)
     for idx in np.ndindex(*a.shape):
         out[idx] = fmt(a[idx])

@@ -61,20 +61,26 @@ def mulhi(a, b):
     return a_hi * b_hi + (u >> np.uint32(16)) + (v >> np.uint32(16))
 
 
+#: Fewer blocks than this run the 10 rounds as a loop (fast to compile); more run them unrolled (fast to run).
+UNROLL_FROM = 1 << 13
+
+
 def block_words(key: Key, b_lo, b_hi):
     """Philox4x32-10 of the blocks with 64-bit indices ``b_hi << 32 | b_lo`` (uint32 arrays): four word arrays."""
-    k0, k1 = key.seed_lo, key.seed_hi
-    c0, c1 = b_lo, b_hi
     c2 = jnp.broadcast_to(jnp.asarray(key.stream_lo, _U32), jnp.shape(b_lo))
     c3 = jnp.broadcast_to(jnp.asarray(key.stream_hi, _U32), jnp.shape(b_lo))
-    for r in range(10):
-        if r:
-            k0 = k0 + _W0
-            k1 = k1 + _W1
+
+    def round_(r, state):
+        c0, c1, c2, c3 = state
+        r = jnp.asarray(r, _U32)
+        k0 = key.seed_lo + r * _W0  # the key after r bumps
+        k1 = key.seed_hi + r * _W1
         hi0, lo0 = mulhi(c0, _M0), c0 * _M0
         hi1, lo1 = mulhi(c2, _M1), c2 * _M1
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-    return c0, c1, c2, c3
+        return hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+
+    unroll = math.prod(jnp.shape(b_lo)) >= UNROLL_FROM
+    return lax.fori_loop(0, 10, round_, (b_lo, b_hi, c2, c3), unroll=10 if unroll else 1)
 
 
 def unfused_block_words(key: Key, b_lo, b_hi):

@@ -4,8 +4,10 @@ Every function draws its noise at a reduced *noise shape* (Keras ``noise_shape``
 ``broadcast_dims``) and broadcasts it over the shared axes. Randomness is explicit, the JAX way:
 ``key=`` (a JAX PRNG key) or ``seed=`` (an integer), plus ``stream=``; the mask is a pure function of
 (seed, stream, global coordinate), the same in NumPy and PyTorch (see :mod:`noiseshape.jax._keys` for
-how a key maps to a seed). ``batch_offset=`` (a Python integer or a traced integer scalar) is the
-global index of ``x[0]`` in a larger batch; ``deterministic=True`` (or a zero rate) returns ``x``.
+how a key maps to a seed). ``batch_offset=`` is the global index of ``x[0]`` in a larger batch: a
+Python integer, or a traced integer scalar in [0, 2**32) (e.g. ``i * micro_batch`` in a ``scan``; a
+traced value cannot be range-checked, a negative one wraps). ``deterministic=True`` (or a zero rate)
+returns ``x``.
 
 Rates, noise shapes and ``deterministic`` are static (Python values); arrays and keys may be traced,
 so every function works under ``jit``, ``grad`` (forward and reverse mode), ``vmap`` and with sharded
@@ -50,13 +52,13 @@ _FLOATS = ("float16", "bfloat16", "float32", "float64")
 class _Draw(NamedTuple):
     """A training call's noise: the checked rate, the resolved spec, the key words, the first global index.
 
-    ``j0`` is a static ``(hi, lo)`` pair of Python integers, or None when ``j0_words`` (traced) holds it.
+    ``j0_words`` is None for the first index 0 (static, the common case), else the uint32 words
+    ``[hi, lo]`` of the index, an argument of the compiled kernel (a new offset never recompiles).
     """
 
     rate: float
     spec: NoiseSpec
     words: jax.Array
-    j0: tuple | None
     j0_words: jax.Array | None
 
 
@@ -91,10 +93,10 @@ def _check_offset(op: str, batch_offset, shape, spec_text):
 
 
 def _first_index(op, spec: NoiseSpec, batch_offset, shape, spec_text) -> tuple:
-    """``(j0, j0_words)``: the static first global index as a ``(hi, lo)`` pair, or its traced words."""
+    """The words ``[hi, lo]`` of the first global index ``batch_offset * prod(R[1:])``, or None when it is 0."""
     per_sample = math.prod(spec.shape[1:])
     if spec.batch_shared or (isinstance(batch_offset, int) and batch_offset == 0):
-        return (0, 0), None
+        return None
     if isinstance(batch_offset, int) and batch_offset * per_sample + math.prod(spec.shape) > 1 << 64:
         raise fail(
             op,
@@ -102,8 +104,8 @@ def _first_index(op, spec: NoiseSpec, batch_offset, shape, spec_text) -> tuple:
             shape=shape,
             spec=spec_text,
         )
-    j0 = _philox.first_index(batch_offset, per_sample)
-    return (j0, None) if isinstance(batch_offset, int) else (None, jnp.stack(j0))
+    hi, lo = _philox.first_index(batch_offset, per_sample)
+    return np.array([hi, lo], np.uint32) if isinstance(batch_offset, int) else jnp.stack([hi, lo])
 
 
 def _rate(rate, op, shape, spec_text) -> float:
@@ -134,7 +136,7 @@ def _prepare(
             key_of(op, key, seed, stream, shape, spec_text)
         return x, None
     words = key_of(op, key, seed, stream, shape, spec_text)
-    return x, _Draw(rate, spec, words, *_first_index(op, spec, batch_offset, shape, spec_text))
+    return x, _Draw(rate, spec, words, _first_index(op, spec, batch_offset, shape, spec_text))
 
 
 def _compute_type(dtype):
@@ -146,14 +148,14 @@ def _in_dtype(x, f):
     return f(x.astype(_compute_type(x.dtype))).astype(x.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "shape", "j0", "param"))
-def _noise(x, words, j0_words, *, kind: str, shape: tuple, j0, param):
+@functools.partial(jax.jit, static_argnames=("kind", "shape", "param"))
+def _noise(x, words, j0_words, *, kind: str, shape: tuple, param):
     """The one compiled kernel of every op: draw at the reduced ``shape`` and apply to ``x`` (``kind`` says how).
 
     Eager calls compile once per (kind, shapes, rate); inside a caller's ``jit`` it is inlined.
     """
     key = _philox.Key(*(words[i] for i in range(4)))
-    j0 = j0 if j0_words is None else (j0_words[0], j0_words[1])
+    j0 = (0, 0) if j0_words is None else (j0_words[0], j0_words[1])
     if kind in ("keep", "scale", "select", "alpha"):
         t = param[0]
         keep = _philox.keep_flags(key, shape, j0, t)
@@ -177,7 +179,7 @@ def _noise(x, words, j0_words, *, kind: str, shape: tuple, j0, param):
 
 
 def _apply(x, d: _Draw, kind: str, param):
-    return _noise(x, d.words, d.j0_words, kind=kind, shape=tuple(d.spec.shape), j0=d.j0, param=param)
+    return _noise(x, d.words, d.j0_words, kind=kind, shape=tuple(d.spec.shape), param=param)
 
 
 def _bernoulli(x, d: _Draw, scale_by_keep: bool = True):
@@ -220,12 +222,8 @@ def keep_mask(
     rate = _rate(rate, op, shape, spec_text)
     spec = resolve(shape, noise_shape, broadcast_dims, op=op)
     batch_offset = _check_offset(op, batch_offset, shape, spec_text)
-    d = _Draw(
-        rate,
-        spec,
-        key_of(op, key, seed, stream, shape, spec_text),
-        *_first_index(op, spec, batch_offset, shape, spec_text),
-    )
+    words = key_of(op, key, seed, stream, shape, spec_text)
+    d = _Draw(rate, spec, words, _first_index(op, spec, batch_offset, shape, spec_text))
     return _apply(None, d, "keep", (_rng.threshold(rate),))
 
 

@@ -60,7 +60,7 @@ def core_for(device: torch.device):
         try:
             from .. import _core
         except ImportError:
-            _core = False
+            _core = False  # type: ignore[assignment]  # remembered: the core is not built
         _core_module = _core
     return _core_module or None
 

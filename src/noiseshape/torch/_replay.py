@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 
 import torch
 
@@ -58,7 +59,7 @@ def _locate():
     """``(recomputed segment or None, recompute token, forward segments)`` of the current call, or None."""
     fwd_reentrant, ckpt, bwd_reentrant, unpack = _CODES
     forwards = []
-    frame = sys._getframe(2)
+    frame: types.FrameType | None = sys._getframe(2)
     while frame is not None:
         code = frame.f_code
         if code is fwd_reentrant:
@@ -96,7 +97,7 @@ def take_stream(layer, advance) -> int:
         if streams:
             cursors = getattr(segment, _CURSORS, None)
             if cursors is None or cursors[0] != token:
-                cursors = (token, {})
+                cursors = (token, dict[int, int]())
                 setattr(segment, _CURSORS, cursors)
             pos = cursors[1].get(id(layer), 0)
             cursors[1][id(layer)] = pos + 1

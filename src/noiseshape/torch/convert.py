@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import numbers
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ from . import modules as nm
 __all__ = ["convert", "mc_dropout", "mc_sample"]
 
 #: torch.nn layers that :func:`convert` replaces, and what with
-_REPLACEMENTS = {
+_REPLACEMENTS: dict[type[nn.Module], Callable[[Any], nm._NoiseLayer]] = {
     nn.Dropout: lambda m: nm.Dropout(m.p, inplace=m.inplace),
     nn.Dropout1d: lambda m: nm.SpatialDropout1d(m.p, inplace=m.inplace),
     nn.Dropout2d: lambda m: nm.SpatialDropout2d(m.p, inplace=m.inplace),
@@ -25,7 +27,7 @@ _REPLACEMENTS = {
 }
 
 
-def _replacement(module: nn.Module):
+def _replacement(module: nn.Module) -> nm._NoiseLayer | None:
     make = _REPLACEMENTS.get(type(module))
     if make is None:
         return None
@@ -103,7 +105,7 @@ _TORCH_DROPOUT = tuple(_REPLACEMENTS)
 
 
 @contextlib.contextmanager
-def mc_dropout(model: nn.Module, *, share_batch: bool = False):
+def mc_dropout(model: nn.Module, *, share_batch: bool = False) -> Iterator[nn.Module]:
     """Monte Carlo dropout (Gal & Ghahramani, 2016): only the noise layers stay stochastic.
 
     Inside the context the model is in eval mode (BatchNorm uses its running statistics, nothing is
@@ -124,7 +126,9 @@ def mc_dropout(model: nn.Module, *, share_batch: bool = False):
     op = "noiseshape.torch.mc_dropout"
     if not isinstance(model, nn.Module):
         raise fail(op, f"model is a {type(model).__name__}; give a torch.nn.Module")
-    saved = [(m, m.training, getattr(m, "share_batch", None)) for m in model.modules()]
+    saved: list[tuple[nn.Module, bool, Any]] = [
+        (m, m.training, getattr(m, "share_batch", None)) for m in model.modules()
+    ]
     noise = [m for m in model.modules() if isinstance(m, (nm._NoiseLayer, *_TORCH_DROPOUT))]
     if share_batch:
         foreign = sorted({type(m).__name__ for m in noise if not isinstance(m, nm._NoiseLayer)})
@@ -139,16 +143,16 @@ def mc_dropout(model: nn.Module, *, share_batch: bool = False):
         for m in noise:
             m.training = True
             if share_batch:
-                m.share_batch = True
+                cast(Any, m).share_batch = True
         yield model
     finally:
         for m, training, share in saved:
             m.training = training
             if share is not None:
-                m.share_batch = share
+                cast(Any, m).share_batch = share
 
 
-def mc_sample(model: nn.Module, x, n: int, *, share_batch: bool = False) -> torch.Tensor:
+def mc_sample(model: nn.Module, x: torch.Tensor, n: int, *, share_batch: bool = False) -> torch.Tensor:
     """``n`` stochastic forward passes of ``model`` on ``x`` under :func:`mc_dropout`, stacked on a new axis 0.
 
     Runs without autograd. With ``share_batch=True`` each pass uses one mask for the whole batch.

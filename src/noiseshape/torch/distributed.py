@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import cast
 
 import torch
 from torch import Tensor
@@ -290,12 +289,12 @@ def accumulate(model: torch.nn.Module):
     from .modules import _NoiseLayer
 
     layers = [m for m in model.modules() if isinstance(m, _NoiseLayer) and m.seed is not None]
-    start = [cast(Tensor, m.rng_key).clone() for m in layers]
+    start = [m.rng_key.clone() for m in layers]
 
     def rewind(module, args):
         with torch.no_grad():
             for m, k in zip(layers, start):
-                cast(Tensor, m.rng_key).copy_(k)
+                m.rng_key.copy_(k)
 
     handle = model.register_forward_pre_hook(rewind)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -22,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _coords, _rng
+from .._coords import Coords
 from .._errors import axes_text, fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
+from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops, _rows
 from . import distributed as _dist
 from ._eager import eager_ok
@@ -333,7 +336,7 @@ def _prepare(
     *,
     check=_check_p,
     batch_axis=0,
-    coords=None,
+    coords: Coords | None = None,
 ) -> _Draw | None:
     """Check a call on ``x`` (``x``, ``rate`` with ``check``, the noise shape, the seed arguments) and draw its key.
 
@@ -388,15 +391,15 @@ def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True
 def dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     inplace: bool = False,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Dropout (Srivastava et al., 2014) with a Keras ``noise_shape`` or Flax ``broadcast_dims``.
@@ -427,15 +430,15 @@ def dropout_add(
     x: Tensor,
     residual: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
     bias: Tensor | None = None,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``residual + dropout(x + bias)``: the residual connection of a transformer block.
@@ -529,7 +532,7 @@ def _spatial(dims):
         seed: int | None = None,
         stream: int = 0,
         batch_offset: int = 0,
-        coords=None,
+        coords: Coords | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
@@ -584,7 +587,7 @@ def locked_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Locked (variational) dropout of sequences (Gal & Ghahramani, 2016): one mask per sequence, reused at every step.
@@ -626,7 +629,7 @@ def drop_path(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Stochastic depth (Huang et al., 2016): drop the whole residual branch of a sample with probability ``p``.
@@ -651,15 +654,15 @@ def drop_path(
 def alpha_dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     inplace: bool = False,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017): keeps zero mean and unit variance for SELU networks.
@@ -698,7 +701,7 @@ def feature_alpha_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017) of whole channels of an (N, C, ...) tensor.
@@ -730,14 +733,14 @@ def check_gaussian_rate(p, op: str, shape=None, spec=None) -> float:
 def gaussian_dropout(
     x: Tensor,
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Gaussian dropout (Srivastava et al., 2014): multiply by ``N(1, p / (1 - p))`` noise drawn at the noise shape.
@@ -792,14 +795,14 @@ def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
 def gaussian_noise(
     x: Tensor,
     stddev: float,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     training: bool = True,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Additive Gaussian noise ``x + stddev * z``, ``z`` standard normal drawn at the noise shape.
@@ -953,17 +956,17 @@ def drop_block2d(
 
 
 def keep_mask(
-    shape,
+    shape: Sequence[int],
     p: float = 0.5,
-    noise_shape=None,
+    noise_shape: NoiseShape | None = None,
     *,
-    broadcast_dims=None,
+    broadcast_dims: BroadcastDims | None = None,
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
-    coords=None,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
-    device=None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     """The reduced keep mask (bool, at the noise shape) that :func:`dropout` applies to an input of ``shape``.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from .. import _coords, _rng
 from .._errors import axes_text, fail
 from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
+from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops, _replay
 from . import distributed as _dist
 from . import functional as nf
@@ -46,8 +48,16 @@ class _NoiseLayer(nn.Module):
 
     #: the axis of the batch in the input (where ``share_batch`` puts a single draw)
     batch_axis = 0
+    #: ``[seed, stream counter]`` of a seeded layer (a buffer, so it is saved in ``state_dict``)
+    rng_key: Tensor
 
-    def __init__(self, *, seed: int | None = None, noise_shape=None, broadcast_dims=None):
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        noise_shape: NoiseShape | None = None,
+        broadcast_dims: BroadcastDims | None = None,
+    ) -> None:
         super().__init__()
         op = self._op()
         self.noise_shape, self.broadcast_dims = check_noise_args(noise_shape, broadcast_dims, op=op)
@@ -146,7 +156,7 @@ def _check_float_weight(op: str, weight: Tensor, name: str) -> None:
 class _Rate(_NoiseLayer):
     """A layer with a drop probability ``p``."""
 
-    def __init__(self, p, *, inplace=False, **kwargs):
+    def __init__(self, p: float, *, inplace: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.p = check_rate(p, op=self._op(), name="p")
         self.inplace = check_flag(inplace, name="inplace", op=self._op())
@@ -158,9 +168,9 @@ class _Rate(_NoiseLayer):
         if not self.training or self.p == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        return self._apply(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
+        return self._noise(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):  # not _apply: nn.Module.to() and .cuda() call that one
         return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t), self.inplace)
 
 
@@ -178,7 +188,15 @@ class Dropout(_Rate):
     [1.0]
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        inplace: bool = False,
+        seed: int | None = None,
+    ) -> None:
         _refuse_positional_inplace(type(self).__name__, p, noise_shape, "noise_shape")
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
@@ -186,7 +204,9 @@ class Dropout(_Rate):
 class _Spatial(_Rate):
     dims = 0
 
-    def __init__(self, p: float = 0.5, data_format: str = "channels_first", *, inplace=False, seed=None):
+    def __init__(
+        self, p: float = 0.5, data_format: str = "channels_first", *, inplace: bool = False, seed: int | None = None
+    ) -> None:
         _refuse_positional_inplace(type(self).__name__, p, data_format, "data_format")
         super().__init__(p, inplace=inplace, seed=seed)
         if data_format not in ("channels_first", "channels_last"):
@@ -255,7 +275,9 @@ class LockedDropout(_Rate):
     True
     """
 
-    def __init__(self, p: float = 0.5, batch_first: bool = True, *, inplace=False, seed=None):
+    def __init__(
+        self, p: float = 0.5, batch_first: bool = True, *, inplace: bool = False, seed: int | None = None
+    ) -> None:
         super().__init__(p, inplace=inplace, seed=seed)
         self.batch_first = check_flag(batch_first, name="batch_first", op=self._op())
 
@@ -279,14 +301,14 @@ class DropPath(_Rate):
     True
     """
 
-    def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed=None):
+    def __init__(self, p: float = 0.0, scale_by_keep: bool = True, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         self.scale_by_keep = check_flag(scale_by_keep, name="scale_by_keep", op=self._op())
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
 
     def _repr_args(self):
@@ -301,11 +323,19 @@ class AlphaDropout(_Rate):
     AlphaDropout(p=0.1, noise_shape=(None, 1))
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        inplace: bool = False,
+        seed: int | None = None,
+    ) -> None:
         _refuse_positional_inplace(type(self).__name__, p, noise_shape, "noise_shape")
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
 
 
@@ -318,7 +348,7 @@ class FeatureAlphaDropout(AlphaDropout):
     True
     """
 
-    def __init__(self, p: float = 0.5, *args, inplace=False, seed=None):
+    def __init__(self, p: float = 0.5, *args: object, inplace: bool = False, seed: int | None = None) -> None:
         if args:  # torch's FeatureAlphaDropout(p, inplace)
             _refuse_positional_inplace(type(self).__name__, p, args[0], None)
             raise fail(
@@ -339,11 +369,18 @@ class GaussianDropout(_Rate):
     GaussianDropout(p=0.2, noise_shape=(None, 1, None))
     """
 
-    def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         nf.check_gaussian_rate(self.p, self._op())
 
-    def _apply(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t):
         return nf.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
 
 
@@ -357,7 +394,14 @@ class GaussianNoise(_NoiseLayer):
     [0.0, 0.0, 0.0]
     """
 
-    def __init__(self, stddev: float, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        stddev: float,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         self.stddev = nf.check_stddev(stddev, self._op())
 
@@ -383,7 +427,7 @@ class DropBlock2d(_Rate):
     (2, 4, 16, 16)
     """
 
-    def __init__(self, p: float = 0.1, block_size: int = 7, *, seed=None):
+    def __init__(self, p: float = 0.1, block_size: int = 7, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         nf.block_centres_rate(self._op(), self.p, block_size, block_size, block_size, None)
         self.block_size = int(block_size)
@@ -416,7 +460,7 @@ class EmbeddingDropout(_Rate):
     True
     """
 
-    def __init__(self, embedding: nn.Embedding, p: float = 0.1, *, seed=None):
+    def __init__(self, embedding: nn.Embedding, p: float = 0.1, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
         op = self._op()
         if not isinstance(embedding, nn.Embedding):
@@ -461,7 +505,16 @@ class WeightDropout(_Rate):
     True
     """
 
-    def __init__(self, module: nn.Module, names, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, seed=None):
+    def __init__(
+        self,
+        module: nn.Module,
+        names: str | Iterable[str],
+        p: float = 0.5,
+        noise_shape: NoiseShape | None = None,
+        *,
+        broadcast_dims: BroadcastDims | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         op = self._op()
         if not isinstance(module, nn.Module):
@@ -489,7 +542,7 @@ class WeightDropout(_Rate):
     def _repr_args(self):
         return [f"names={self.names!r}", *super()._repr_args()]
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not self.training or self.p == 0.0:
             return self.module(*args, **kwargs)
         op = self._op()
