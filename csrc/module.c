@@ -328,6 +328,64 @@ static PyObject *py_normal(PyObject *self, PyObject *args) {
 }
 
 /* ------------------------------------------------------------------------- */
+/* Rows: masks of a piece of a larger array (global coordinates)              */
+/* ------------------------------------------------------------------------- */
+
+/* Row r holds elements starts[r] .. starts[r] + run - 1; each row runs through the contiguous kernels. */
+static PyObject *rows_common(PyObject *args, int normal) {
+    const char *what = normal ? "normal_rows" : "keep_mask_rows";
+    unsigned long long out, starts, seed, stream;
+    long long rows, run, t, nthreads;
+    int dtype = 0;
+    if (normal) {
+        if (!PyArg_ParseTuple(args, "KiLLKKKL", &out, &dtype, &rows, &run, &starts, &seed, &stream, &nthreads))
+            return NULL;
+        if (dtype != NS_F32 && dtype != NS_F64) {
+            PyErr_Format(PyExc_ValueError, "normal_rows: out_dtype is %d; use 0 (float32) or 1 (float64)", dtype);
+            return NULL;
+        }
+        t = 0;
+    } else if (!PyArg_ParseTuple(args, "KLLKKKLL", &out, &rows, &run, &starts, &seed, &stream, &t, &nthreads)) {
+        return NULL;
+    }
+    if (check_n(rows, what) || check_n(run, what) || (!normal && check_t(t, what))) return NULL;
+    if (run > 0 && rows > (long long)(PY_SSIZE_T_MAX / 8) / run) {
+        PyErr_Format(PyExc_ValueError, "%s: rows * run is too large", what);
+        return NULL;
+    }
+    if (check_ptr(out, rows * run, "out_ptr", what) || check_ptr(starts, rows, "starts_ptr", what)) return NULL;
+    const int64_t *st = (const int64_t *)(uintptr_t)starts;
+    for (long long r = 0; r < rows; r++)
+        if (st[r] < 0 || check_range((unsigned long long)st[r], run, what)) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s: starts[%lld] is negative", what, r);
+            return NULL;
+        }
+    int isa = active_isa;
+    int threads = run >= 32768 ? clamp_threads(nthreads) : 1; /* results never depend on it */
+    size_t item = normal ? ns_dtype_size(dtype) : 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (long long r = 0; r < rows; r++) {
+        char *dst = (char *)(uintptr_t)out + (size_t)r * (size_t)run * item;
+        if (normal)
+            ns_normal(isa, dst, dtype, (size_t)run, seed, stream, (uint64_t)st[r], threads);
+        else
+            ns_keep_mask(isa, (uint8_t *)dst, (size_t)run, seed, stream, (uint64_t)st[r], (uint32_t)t, threads);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_keep_mask_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    return rows_common(args, 0);
+}
+
+static PyObject *py_normal_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    return rows_common(args, 1);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Module                                                                     */
 /* ------------------------------------------------------------------------- */
 
@@ -355,6 +413,11 @@ static PyMethodDef core_methods[] = {
      "strided broadcast y = mask ? x*scale : 0 (strides in elements)."},
     {"normal", py_normal, METH_VARARGS,
      "normal(out_ptr, out_dtype, n, seed, stream, j0, nthreads): Box-Muller normal variates."},
+    {"keep_mask_rows", py_keep_mask_rows, METH_VARARGS,
+     "keep_mask_rows(out_ptr, rows, run, starts_ptr, seed, stream, t, nthreads): uint8 keep flags of rows of "
+     "run elements; row r starts at the global index starts[r] (int64)."},
+    {"normal_rows", py_normal_rows, METH_VARARGS,
+     "normal_rows(out_ptr, out_dtype, rows, run, starts_ptr, seed, stream, nthreads): normal variates by rows."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from ._coords import Coords, global_samples
 from ._errors import NoiseShapeError
 from ._rng import philox4x32
 from ._spec import resolve_noise_shape
@@ -22,9 +23,11 @@ from ._threads import get_num_threads, set_num_threads
 __version__ = "0.1.0"
 
 __all__ = [
+    "Coords",
     "NoiseShapeError",
     "__version__",
     "get_num_threads",
+    "global_samples",
     "philox4x32",
     "resolve_noise_shape",
     "set_num_threads",

@@ -17,6 +17,7 @@ when ``j`` is even and words ``(2, 3)`` when it is odd.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -27,10 +28,13 @@ __all__ = [
     "PHILOX_W0",
     "PHILOX_W1",
     "block_words",
+    "global_indices",
     "keep_flags",
     "keep_scale",
     "lanes",
+    "lanes_at",
     "normals",
+    "normals_at",
     "philox4x32",
     "threshold",
 ]
@@ -157,14 +161,90 @@ def lanes(seed: int, stream: int, j0: int, n: int) -> np.ndarray:
     return per_block[start : start + n]
 
 
+def global_indices(
+    reduced_shape: Sequence[int],
+    global_reduced: Sequence[int | None],
+    offset: Sequence[int] | None = None,
+    sample_ids: Any = None,
+    ids_axis: int = 0,
+) -> np.ndarray:
+    """The global index ``j`` of every element of a local reduced mask (int64, shape ``reduced_shape``).
+
+    The element at local index ``i`` sits at global coordinate ``g = i + offset`` (``g[ids_axis] =
+    sample_ids[i[ids_axis]]`` when sample ids are given) and ``j`` is the row-major index of ``g`` in
+    ``global_reduced``. Offsets of shared axes (size 1 in both shapes) must be 0; the size of axis 0 of
+    ``global_reduced`` never enters (it may be ``None``).
+    """
+    shape = tuple(int(s) for s in reduced_shape)
+    offset = tuple(int(o) for o in (offset or ())) + (0,) * (len(shape) - len(offset or ()))
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        size = global_reduced[d + 1]
+        strides[d] = strides[d + 1] * (shape[d + 1] if size is None else int(size))
+    j = np.zeros(shape, dtype=np.int64)
+    for d, n in enumerate(shape):
+        coord = np.arange(n, dtype=np.int64) + offset[d]
+        if sample_ids is not None and d == ids_axis:
+            coord = np.asarray(sample_ids, dtype=np.int64).reshape(n)
+        j += (coord * strides[d]).reshape((n,) + (1,) * (len(shape) - d - 1))
+    return j
+
+
+def _words_at(seed: int, stream: int, b: np.ndarray) -> np.ndarray:
+    """Output words ``(..., 4)`` of the blocks ``b`` (int64, any shape)."""
+    seed = _check_u64("seed", seed)
+    stream = _check_u64("stream", stream)
+    b = b.astype(np.uint64)
+    counter = np.stack(
+        [b & _MASK32, b >> np.uint64(32), np.full_like(b, stream & 0xFFFFFFFF), np.full_like(b, stream >> 32)],
+        axis=-1,
+    ).astype(np.uint32)
+    return philox4x32(counter, np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32))
+
+
+def lanes_at(seed: int, stream: int, j: Any) -> np.ndarray:
+    """The 16-bit lanes (``uint16``) at global indices ``j`` (any shape): lane ``j % 8`` of block ``j // 8``."""
+    j = np.asarray(j, dtype=np.int64)
+    k = j % 8
+    w = np.take_along_axis(_words_at(seed, stream, j // 8), (k // 2)[..., None], axis=-1)[..., 0]
+    return ((w >> (16 * (k % 2)).astype(np.uint32)) & np.uint32(0xFFFF)).astype(np.uint16)
+
+
+def normals_at(seed: int, stream: int, j: Any) -> np.ndarray:
+    """Normal variates (float64) at global indices ``j`` (any shape): word pair ``j % 2`` of block ``j // 2``."""
+    j = np.asarray(j, dtype=np.int64)
+    words = _words_at(seed, stream, j // 2).astype(np.float64)
+    h = (2 * (j % 2))[..., None]
+    a = np.take_along_axis(words, h, axis=-1)[..., 0]
+    c = np.take_along_axis(words, h + 1, axis=-1)[..., 0]
+    u1 = (a + 0.5) * 2.0**-32
+    u2 = c * 2.0**-32
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 def keep_flags(
-    reduced_shape: Sequence[int], seed: int, stream: int, t: int, *, batch_offset: int = 0, batch_shared: bool = False
+    reduced_shape: Sequence[int],
+    seed: int,
+    stream: int,
+    t: int,
+    *,
+    batch_offset: int = 0,
+    batch_shared: bool = False,
+    global_reduced: Sequence[int | None] | None = None,
+    offset: Sequence[int] | None = None,
+    sample_ids: Any = None,
+    ids_axis: int = 0,
 ) -> np.ndarray:
     """The reduced keep mask (``bool``, shape ``reduced_shape``) of the contract.
 
     ``batch_offset`` is the global index of this array's first sample; it is ignored when axis 0
-    shares one draw by request (``batch_shared``).
+    shares one draw by request (``batch_shared``). ``global_reduced``, ``offset`` and ``sample_ids``
+    place the array inside a larger one (see :func:`global_indices`).
     """
+    if global_reduced is not None or offset is not None or sample_ids is not None:
+        shape = tuple(int(s) for s in reduced_shape)
+        g = shape if global_reduced is None else global_reduced
+        return lanes_at(seed, stream, global_indices(shape, g, offset, sample_ids, ids_axis)).astype(np.int64) < t
     shape = tuple(int(s) for s in reduced_shape)
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if shape and not batch_shared:

@@ -6,7 +6,6 @@ NumPy has no global random generator to borrow a seed from, so every call takes 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from types import EllipsisType
 from typing import Any
@@ -15,12 +14,12 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _rng
+from ._coords import Coords, Rows, locate
 from ._errors import fail
 from ._spec import (
     NoiseSpec,
     _spec_text,
     check_flag,
-    check_index_range,
     check_rate,
     check_shape,
     check_u64,
@@ -64,24 +63,33 @@ def _prepare(
     seed: Seed | None,
     stream: int,
     batch_offset: int,
-) -> tuple[float, NoiseSpec, int, int, int]:
-    """Check a call's arguments; returns the rate, the resolved spec, the seed, the stream and the first mask index."""
+    coords: Coords | None = None,
+) -> tuple[float, NoiseSpec, int, int, int | Rows]:
+    """Check a call's arguments; returns the rate, the (local) spec, the seed, the stream and where the mask sits
+    (the first mask index, or the rows of a piece of a larger array)."""
     spec_text = _spec_text(noise_shape, broadcast_dims)
     rate = check_rate(rate, op=op, shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed = _seed(seed, op, shape, spec_text)
     stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
-    j0 = spec.first_index(batch_offset)
-    check_index_range(j0, math.prod(spec.shape), batch_offset=batch_offset, op=op, shape=shape, spec=spec_text)
-    return rate, spec, seed, stream, j0
+    spec, at = locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
+    )
+    return rate, spec, seed, stream, at
 
 
-def _reduced_mask(spec: NoiseSpec, seed: int, stream: int, j0: int, t: int) -> npt.NDArray[np.uint8]:
+def _reduced_mask(spec: NoiseSpec, seed: int, stream: int, at: int | Rows, t: int) -> npt.NDArray[np.uint8]:
     from . import _core
 
     mask = np.empty(spec.shape, dtype=np.uint8)
-    _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, j0, t, get_num_threads())
+    if isinstance(at, Rows):
+        starts = np.ascontiguousarray(at.starts)
+        _core.keep_mask_rows(
+            mask.ctypes.data, starts.size, at.run, starts.ctypes.data, seed, stream, t, get_num_threads()
+        )
+    else:
+        _core.keep_mask(mask.ctypes.data, mask.size, seed, stream, at, t, get_num_threads())
     return mask
 
 
@@ -94,6 +102,7 @@ def keep_mask(
     seed: Seed | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
 ) -> npt.NDArray[np.bool_]:
     """The reduced keep mask (``bool``, drawn at the noise shape) that :func:`dropout` applies.
 
@@ -105,8 +114,10 @@ def keep_mask(
     """
     op = "noiseshape.numpy.keep_mask"
     sizes = check_shape(shape, op=op, spec=_spec_text(noise_shape, broadcast_dims))
-    rate, spec, seed, stream, j0 = _prepare(op, sizes, rate, noise_shape, broadcast_dims, seed, stream, batch_offset)
-    return _reduced_mask(spec, seed, stream, j0, _rng.threshold(rate)).view(bool)
+    rate, spec, seed, stream, at = _prepare(
+        op, sizes, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
+    )
+    return _reduced_mask(spec, seed, stream, at, _rng.threshold(rate)).view(bool)
 
 
 def dropout(
@@ -118,6 +129,7 @@ def dropout(
     seed: Seed | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     training: bool = True,
 ) -> npt.NDArray[Any]:
     """Dropout with a Keras ``noise_shape`` (or Flax ``broadcast_dims``) on a NumPy array.
@@ -125,9 +137,11 @@ def dropout(
     Each element of the mask drawn at the noise shape is kept with probability ``1 - rate`` and
     broadcast over the axes of size 1; kept values are scaled by the inverse of the realised keep
     probability, dropped values become exactly 0 (also ``nan`` and ``inf``). ``batch_offset`` is the
-    global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks.
-    With ``training=False`` or ``rate == 0`` the input is returned unchanged. Arrays of any byte
-    order and alignment are read by value; the result is a new array in native byte order.
+    global index of ``x[0]`` in a larger batch, so micro-batches reproduce the whole batch's masks;
+    ``coords`` (:class:`noiseshape.Coords`) places ``x`` inside a larger array along every axis or by
+    per-row sample ids. With ``training=False`` or ``rate == 0`` the input is returned unchanged.
+    Arrays of any byte order and alignment are read by value; the result is a new array in native
+    byte order.
 
     >>> import numpy as np
     >>> x = np.ones((2, 3, 4), np.float32)
@@ -152,8 +166,8 @@ def dropout(
             shape=arr.shape,
             spec=_spec_text(noise_shape, broadcast_dims),
         )
-    rate, spec, seed, stream, j0 = _prepare(
-        op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset
+    rate, spec, seed, stream, at = _prepare(
+        op, arr.shape, rate, noise_shape, broadcast_dims, seed, stream, batch_offset, coords
     )
     training = check_flag(
         training, name="training", op=op, shape=arr.shape, spec=_spec_text(noise_shape, broadcast_dims)
@@ -173,7 +187,7 @@ def dropout(
     if y.size == 0:
         return y
     threads = get_num_threads()
-    if spec.full:
+    if spec.full and not isinstance(at, Rows):
         src = np.ascontiguousarray(arr)
         _core.dropout(
             code,
@@ -182,14 +196,14 @@ def dropout(
             y.size,
             seed,
             stream,
-            j0,
+            at,
             t,
             scale,
             0,
             threads,
         )
         return y
-    mask = _reduced_mask(spec, seed, stream, j0, t)
+    mask = _reduced_mask(spec, seed, stream, at, t)
     item = arr.itemsize
     if any(s % item for s in arr.strides):  # a view that is not aligned to its items
         arr = np.ascontiguousarray(arr)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["keep_flags", "lanes", "normals", "pack_bits", "unpack_bits", "words"]
+__all__ = ["keep_flags", "keep_flags_at", "lanes", "normals", "normals_at", "pack_bits", "unpack_bits", "words"]
 
 _M32 = 0xFFFFFFFF
 _M0 = 0xD2511F53
@@ -29,10 +29,14 @@ def words(key: torch.Tensor, first_block, count) -> torch.Tensor:
     >>> words(torch.zeros(2, dtype=torch.int64), 0, 1).tolist() == [[0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]]
     True
     """
+    return words_of(key, torch.arange(count, dtype=torch.int64, device=key.device) + first_block)
+
+
+def words_of(key: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Output words ``(..., 4)`` (int64) of the blocks ``b`` (an int64 tensor of any shape)."""
     seed, stream = key[0], key[1]
     k0 = seed & _M32
     k1 = (seed >> 32) & _M32
-    b = torch.arange(count, dtype=torch.int64, device=key.device) + first_block
     c0 = b & _M32
     c1 = b >> 32
     c2 = (stream & _M32).expand(b.shape)
@@ -69,6 +73,27 @@ def keep_flags(key: torch.Tensor, j0, n, t: int) -> torch.Tensor:
     return lanes(key, j0, n) < t
 
 
+def keep_flags_at(key: torch.Tensor, j: torch.Tensor, t: int) -> torch.Tensor:
+    """Keep flags (bool) at global indices ``j`` (int64, any shape): lane ``j % 8`` of block ``j // 8``."""
+    k = j % 8
+    w = words_of(key, j // 8).gather(-1, (k // 2).unsqueeze(-1)).squeeze(-1)
+    return ((w >> (16 * (k % 2))) & 0xFFFF) < t
+
+
+def normals_at(key: torch.Tensor, j: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    """Standard normal variates at global indices ``j`` (int64, any shape): word pair ``j % 2`` of block ``j // 2``."""
+    w = words_of(key, j // 2)
+    h = (2 * (j % 2)).unsqueeze(-1)
+    return _box_muller(w.gather(-1, h).squeeze(-1), w.gather(-1, h + 1).squeeze(-1), dtype)
+
+
+def _box_muller(a: torch.Tensor, c: torch.Tensor, dtype) -> torch.Tensor:
+    u1 = (a.to(torch.float64) + 0.5) * 2.0**-32
+    u2 = c.to(torch.float64) * 2.0**-32
+    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+    return z.to(dtype)
+
+
 def normals(key: torch.Tensor, j0, n, dtype=torch.float64) -> torch.Tensor:
     """Standard normal variates ``j0 .. j0 + n - 1`` (Box-Muller in float64, then rounded to ``dtype``)."""
     if n == 0:
@@ -77,11 +102,8 @@ def normals(key: torch.Tensor, j0, n, dtype=torch.float64) -> torch.Tensor:
     count = (j0 + n - 1) // 2 - b0 + 1
     pairs = words(key, b0, count).reshape(-1, 2)
     start = j0 - 2 * b0
-    pairs = pairs[start : start + n].to(torch.float64)
-    u1 = (pairs[:, 0] + 0.5) * 2.0**-32
-    u2 = pairs[:, 1] * 2.0**-32
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
-    return z.to(dtype)
+    pairs = pairs[start : start + n]
+    return _box_muller(pairs[:, 0], pairs[:, 1], dtype)
 
 
 def _shifts(device) -> torch.Tensor:

@@ -5,7 +5,10 @@ Randomness: by default each call draws a 64-bit seed from torch's default CPU ge
 ``generator=``), so ``torch.manual_seed`` reproduces a run, and the same seed gives the same mask on
 every device. ``seed=`` and ``stream=`` make a call a pure function of its arguments;
 ``batch_offset=`` is the global index of ``x[0]`` in a larger batch, so micro-batches reproduce the
-masks of the whole batch. With ``training=False`` (or a zero rate) the input is returned unchanged.
+masks of the whole batch; ``coords=`` (:class:`noiseshape.Coords`) places ``x`` inside a larger tensor
+along every axis or by per-row sample ids, and a DTensor is placed by its placements
+(:mod:`noiseshape.torch.distributed`). With ``training=False`` (or a zero rate) the input is returned
+unchanged.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _rng
+from .. import _coords, _rng
+from .._coords import Coords
 from .._errors import axes_text, fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
 from .._types import BroadcastDims, NoiseShape
-from . import _eager, _ops
+from . import _eager, _ops, _rows
+from . import distributed as _dist
 from ._eager import eager_ok
 
 __all__ = [
@@ -46,7 +51,6 @@ __all__ = [
 _KEEP_MASK = torch.ops.noiseshape.keep_mask.default
 _DROPOUT_FULL = torch.ops.noiseshape.dropout_full.default
 _APPLY_MASK = torch.ops.noiseshape.apply_mask.default
-_NORMAL = torch.ops.noiseshape.normal.default
 _GAUSSIAN_MUL = torch.ops.noiseshape.gaussian_mul.default
 _DROPOUT_ADD = torch.ops.noiseshape.dropout_add.default
 
@@ -96,15 +100,6 @@ def _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text):
     stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
     batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
     return seed, stream, batch_offset
-
-
-def _first_index(op, spec: NoiseSpec, batch_offset: int, shape, spec_text, *, batch_axis: int = 0):
-    if not batch_offset:
-        return 0
-    rest = math.prod(spec.shape[batch_axis + 1 :])
-    j0 = spec.first_index(batch_offset) if batch_axis == 0 else batch_offset * rest
-    check_index_range(j0, math.prod(spec.shape), batch_offset=batch_offset, op=op, shape=shape, spec=spec_text)
-    return j0
 
 
 def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, device) -> Tensor:
@@ -185,40 +180,46 @@ def zeros_with_grad(x: Tensor) -> Tensor:
     return torch.where(torch.zeros((), dtype=torch.bool, device=x.device), x, 0.0)
 
 
+@_dist.sharded("multiplicative")
 def bernoulli_apply(
     x: Tensor, spec: NoiseSpec, key, j0, t: int, scale: float, inplace: bool = False, full: bool | None = None
 ):
     """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0.
 
-    ``key`` is ``(seed, stream)`` on the eager path (see :func:`call_key`), else the key tensor.
+    ``key`` is ``(seed, stream)`` on the eager path (see :func:`call_key`), else the key tensor; ``j0``
+    is the first global index, or the rows of a piece of a larger tensor (then the custom ops draw them).
     """
+    key = _rows.key_for(key, j0, x.device)
     if type(key) is tuple:
         full = spec.full if full is None else full
         noise = _eager.Noise(key[0], key[1], spec.shape, j0, t=t, scale=scale, full=full)
         return _eager.noise_mul(x, noise, inplace)
     if t == 0:
         y = zeros_with_grad(x)
-    elif spec.full and x.is_contiguous():
+    elif spec.full and x.is_contiguous() and not _rows.is_rows(j0):
         y = _DROPOUT_FULL(x, key, j0, t, scale, _ops.SAVE_BITS)[0]
     else:
-        y = _APPLY_MASK(x, _KEEP_MASK(key, list(spec.shape), j0, t), scale)
+        y = _APPLY_MASK(x, _rows.keep(key, spec.shape, j0, t), scale)
     return x.copy_(y) if inplace else y
 
 
 def mask_of(key, shape, j0, t: int, device) -> Tensor:
     """The uint8 keep flags at ``shape`` drawn from ``key`` (a ``(seed, stream)`` pair or the key tensor)."""
+    key = _rows.key_for(key, j0, device)
     if type(key) is tuple:
         return _eager.keep_mask(key[0], key[1], tuple(shape), j0, t, device)
-    return _KEEP_MASK(key, list(shape), j0, t)
+    return _rows.keep(key, shape, j0, t)
 
 
 def normal_of(key, shape, j0, double: bool, device) -> Tensor:
     """Standard normal variates at ``shape`` drawn from ``key`` (float64 when ``double``, else float32)."""
+    key = _rows.key_for(key, j0, device)
     if type(key) is tuple:
         return _eager.normal(key[0], key[1], tuple(shape), j0, double, device)
-    return _NORMAL(key, list(shape), j0, double)
+    return _rows.normal(key, shape, j0, double)
 
 
+@_dist.sharded("affine")
 def alpha_apply(x: Tensor, spec: NoiseSpec, key, j0, t: int, inplace: bool = False):
     """Alpha dropout with the keep mask of ``spec``: ``a * x + b`` where kept, ``a * alpha' + b`` where dropped."""
     if t == 0:
@@ -232,13 +233,18 @@ def alpha_apply(x: Tensor, spec: NoiseSpec, key, j0, t: int, inplace: bool = Fal
     return x.copy_(y) if inplace else y
 
 
+@_dist.sharded("multiplicative")
 def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Tensor:
     """``x * (1 + sigma * z)`` with ``z`` standard normal at the noise shape."""
+    key = _rows.key_for(key, j0, x.device)
     if type(key) is tuple:
         return _eager.noise_mul(x, _eager.Noise(key[0], key[1], spec.shape, j0, scale=sigma, gaussian=True))
+    if _rows.is_rows(j0):
+        return _rows.gaussian_mul(x, key, spec.shape, j0, sigma)
     return _GAUSSIAN_MUL(x, key, list(spec.shape), j0, sigma)
 
 
+@_dist.sharded("additive")
 def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
     noise = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev
@@ -330,6 +336,7 @@ def _prepare(
     *,
     check=_check_p,
     batch_axis=0,
+    coords: Coords | None = None,
 ) -> _Draw | None:
     """Check a call on ``x`` (``x``, ``rate`` with ``check``, the noise shape, the seed arguments) and draw its key.
 
@@ -349,23 +356,29 @@ def _prepare(
         and _plain_u64(batch_offset)
         and isinstance(x, Tensor)
         and x.dtype in _ops.DTYPE_CODES
+        and coords is None
         and eager_ok(x)
     ):  # the common eager call: plain arguments, checks and noise shape resolution cached
         if rate == 0.0:
             resolve_cached(x.shape, noise_shape, broadcast_dims, op)
             return None
         spec, full = resolve_cached(x.shape, noise_shape, broadcast_dims, op)
-        j0 = _first_index(op, spec, batch_offset, tuple(x.shape), None, batch_axis=batch_axis) if batch_offset else 0
+        if batch_offset:
+            where = dict(batch_offset=batch_offset, axis=batch_axis, spec=spec)
+            spec, j0 = _coords.locate(op, tuple(x.shape), noise_shape, broadcast_dims, **where)
+        else:
+            j0 = _coords.in_context(op, spec, batch_axis)
         return _Draw(rate, spec, (_eager.draw_seed(None) if seed is None else seed, stream), j0, full)
     spec_text = _spec_text(noise_shape, broadcast_dims)
     _check_tensor(op, x, spec_text)
     shape = tuple(x.shape)
     rate = check(rate, op, shape, spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    resolved = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
     if rate == 0.0:
         return None
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text, batch_axis=batch_axis)
+    where = dict(batch_offset=batch_offset, coords=coords, axis=batch_axis, spec=resolved, spec_text=spec_text)
+    spec, j0 = _coords.locate(op, shape, noise_shape, broadcast_dims, **where)
     return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
 
@@ -386,6 +399,7 @@ def dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Dropout (Srivastava et al., 2014) with a Keras ``noise_shape`` or Flax ``broadcast_dims``.
@@ -408,7 +422,7 @@ def dropout(
     True
     """
     op = "noiseshape.torch.dropout"
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
 
 
@@ -424,6 +438,7 @@ def dropout_add(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``residual + dropout(x + bias)``: the residual connection of a transformer block.
@@ -463,12 +478,14 @@ def dropout_add(
                 shape=shape,
                 spec=spec_text,
             )
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    _dist.check_same_placements(op, x, residual, "residual")
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     h = x if bias is None else x + bias
     if d is None:
         return residual + h
     t = _rng.threshold(d.rate)
-    fused = t and d.spec.full and x.is_contiguous() and _ops.triton_for(x.device) is not None
+    fused = t and d.spec.full and x.is_contiguous() and not _rows.is_rows(d.j0) and not _dist.is_dtensor(x)
+    fused = fused and _ops.triton_for(x.device) is not None
     if fused and not (torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0):
         return _DROPOUT_ADD(x, residual, bias, _key_tensor(d.key, x.device), d.j0, t, _rng.keep_scale(t))
     return residual + _drop(h, d)
@@ -515,13 +532,14 @@ def _spatial(dims):
         seed: int | None = None,
         stream: int = 0,
         batch_offset: int = 0,
+        coords: Coords | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
         if not training:
             check_data_format(op, data_format)
         noise_shape = spatial_noise_shape(op, x, dims, data_format) if training else None
-        d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+        d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
         return x if d is None else _drop(x, d, inplace)
 
     fn.__name__ = fn.__qualname__ = name
@@ -569,6 +587,7 @@ def locked_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Locked (variational) dropout of sequences (Gal & Ghahramani, 2016): one mask per sequence, reused at every step.
@@ -587,7 +606,9 @@ def locked_dropout(
     op = "noiseshape.torch.locked_dropout"
     noise_shape = locked_noise_shape(op, x, batch_first) if training else None
     axis = 0 if batch_first else 1
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, batch_axis=axis)
+    d = _prepare(
+        op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords, batch_axis=axis
+    )
     return x if d is None else _drop(x, d, inplace)
 
 
@@ -608,6 +629,7 @@ def drop_path(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Stochastic depth (Huang et al., 2016): drop the whole residual branch of a sample with probability ``p``.
@@ -621,7 +643,7 @@ def drop_path(
     """
     op = "noiseshape.torch.drop_path"
     noise_shape = drop_path_noise_shape(op, x) if training else None
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
 
 
@@ -640,6 +662,7 @@ def alpha_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017): keeps zero mean and unit variance for SELU networks.
@@ -657,7 +680,7 @@ def alpha_dropout(
     (True, True)
     """
     op = "noiseshape.torch.alpha_dropout"
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
@@ -678,6 +701,7 @@ def feature_alpha_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Alpha dropout (Klambauer et al., 2017) of whole channels of an (N, C, ...) tensor.
@@ -689,7 +713,7 @@ def feature_alpha_dropout(
     """
     op = "noiseshape.torch.feature_alpha_dropout"
     noise_shape = feature_noise_shape(op, x) if training else None
-    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator)
+    d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else alpha_apply(x, d.spec, d.key, d.j0, _rng.threshold(d.rate), inplace)
 
 
@@ -716,6 +740,7 @@ def gaussian_dropout(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Gaussian dropout (Srivastava et al., 2014): multiply by ``N(1, p / (1 - p))`` noise drawn at the noise shape.
@@ -732,7 +757,20 @@ def gaussian_dropout(
     """
     op = "noiseshape.torch.gaussian_dropout"
     check = check_gaussian_rate  # p = 1 is an error
-    d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check)
+    d = _prepare(
+        op,
+        x,
+        p,
+        noise_shape,
+        broadcast_dims,
+        training,
+        seed,
+        stream,
+        batch_offset,
+        generator,
+        check=check,
+        coords=coords,
+    )
     if d is None:
         return x
     return gaussian_mul_apply(x, d.spec, d.key, d.j0, math.sqrt(d.rate / (1.0 - d.rate)))
@@ -764,6 +802,7 @@ def gaussian_noise(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Additive Gaussian noise ``x + stddev * z``, ``z`` standard normal drawn at the noise shape.
@@ -777,7 +816,18 @@ def gaussian_noise(
     """
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
-        op, x, stddev, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, check=check_stddev
+        op,
+        x,
+        stddev,
+        noise_shape,
+        broadcast_dims,
+        training,
+        seed,
+        stream,
+        batch_offset,
+        generator,
+        check=check_stddev,
+        coords=coords,
     )
     return x if d is None else gaussian_add_apply(x, d.spec, d.key, d.j0, d.rate)
 
@@ -841,6 +891,7 @@ def block_centres_rate(op: str, p: float, block_size: int, height, width, shape)
     return min(1.0, p / block_size**2 * (height * width) / valid)
 
 
+@_dist.sharded_global
 def block_apply(x: Tensor, key: Tensor, j0, p: float, block_size: int, gamma: float, share_batch: bool = False):
     """DropBlock with centres drawn from ``key``; the kept units are rescaled by count / kept."""
     if _rng.threshold(p) == 0:
@@ -913,6 +964,7 @@ def keep_mask(
     seed: int | None = None,
     stream: int = 0,
     batch_offset: int = 0,
+    coords: Coords | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | int | None = None,
 ) -> Tensor:
@@ -929,9 +981,11 @@ def keep_mask(
     spec_text = _spec_text(noise_shape, broadcast_dims)
     shape = check_shape(shape, op=op, spec=spec_text)
     p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op)
+    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
     seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    j0 = _first_index(op, spec, batch_offset, shape, spec_text)
+    spec, j0 = _coords.locate(
+        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
+    )
     device = torch.device("cpu") if device is None else torch.device(device)
     key = draw_key(seed, stream, generator, device)
-    return _KEEP_MASK(key, list(spec.shape), j0, _rng.threshold(p)).bool()
+    return _rows.keep(key, spec.shape, j0, _rng.threshold(p)).bool()

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import _rng
+from .. import _coords, _rng
 from .._errors import axes_text, fail
 from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
 from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops, _replay
+from . import distributed as _dist
 from . import functional as nf
 
 _U64 = (1 << 64) - 1
@@ -82,6 +83,8 @@ class _NoiseLayer(nn.Module):
             return (int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance))
         if self.seed is None:
             return nf.draw_key(None, 0, None, x.device)
+        if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
+            return _ops.make_key(int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
         key = self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
@@ -102,6 +105,10 @@ class _NoiseLayer(nn.Module):
         else:
             counter[1] = stream + 1 - (1 << 64) if stream + 1 >> 63 else stream + 1
         return stream
+
+    def where(self, spec) -> object:
+        """Where this call's mask sits: 0, or its rows inside an enclosing ``noiseshape.global_samples`` block."""
+        return _coords.in_context(self._op(), spec, self._batch_axis())
 
     def _noise_args(self, x: Tensor):
         return self.noise_shape, self.broadcast_dims
@@ -164,7 +171,7 @@ class _Rate(_NoiseLayer):
         return self._noise(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
 
     def _noise(self, x, spec, key, t):  # not _apply: nn.Module.to() and .cuda() call that one
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t), self.inplace)
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t), self.inplace)
 
 
 class Dropout(_Rate):
@@ -302,7 +309,7 @@ class DropPath(_Rate):
         return nf.drop_path_noise_shape(self._op(), x), None
 
     def _noise(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
@@ -329,7 +336,7 @@ class AlphaDropout(_Rate):
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
     def _noise(self, x, spec, key, t):
-        return nf.alpha_apply(x, spec, key, 0, t, self.inplace)
+        return nf.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
 
 
 class FeatureAlphaDropout(AlphaDropout):
@@ -374,7 +381,7 @@ class GaussianDropout(_Rate):
         nf.check_gaussian_rate(self.p, self._op())
 
     def _noise(self, x, spec, key, t):
-        return nf.gaussian_mul_apply(x, spec, key, 0, math.sqrt(self.p / (1.0 - self.p)))
+        return nf.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
 
 
 class GaussianNoise(_NoiseLayer):
@@ -405,7 +412,8 @@ class GaussianNoise(_NoiseLayer):
         if not self.training or self.stddev == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        return nf.gaussian_add_apply(x, self.spec(x), self.next_key(x), 0, self.stddev)
+        spec = self.spec(x)
+        return nf.gaussian_add_apply(x, spec, self.next_key(x), self.where(spec), self.stddev)
 
 
 class DropBlock2d(_Rate):
