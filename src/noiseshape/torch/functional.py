@@ -338,8 +338,7 @@ def _prepare(
         return None
     if (
         type(rate) is float
-        and check is _check_p
-        and 0.0 <= rate <= 1.0
+        and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
         and (seed is None or _plain_u64(seed))
         and generator is None
         and _plain_u64(stream)
@@ -749,6 +748,10 @@ def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
             spec=spec,
         )
     return float(stddev)
+
+
+#: the rates each rate check accepts without a word: ``0 <= rate < bound`` (floats only)
+_RATE_BELOW = {_check_p: math.nextafter(1.0, 2.0), check_gaussian_rate: 1.0, check_stddev: math.inf}
 
 
 def gaussian_noise(
