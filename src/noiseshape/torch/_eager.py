@@ -180,29 +180,29 @@ class Noise:
         if core is None:
             return self._apply_ops(v, y, inplace)
         code = _ops.DTYPE_CODES[v.dtype]
-        if self.mask is None and not (self.full and v.is_contiguous() and y.is_contiguous()):
+        threads = 1 if n < _ops._SMALL else _ops._threads(n)
+        if self.mask is None:
+            if self.full and v.is_contiguous():  # then y is contiguous too
+                if self.bits is not None:
+                    core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, threads)
+                    return y
+                bits_ptr = 0
+                if _ops.SAVE_BITS:
+                    self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
+                    bits_ptr = self.bits.data_ptr()
+                core.dropout(
+                    code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale,
+                    bits_ptr, threads,
+                )  # fmt: skip
+                return y
             shaped = getattr(core, "shaped_dropout", None)
             if shaped is not None:  # mask drawn into scratch memory and applied in one call, redrawn for backward
                 shape, xs, ys, ms = _ops._mask_layout(tuple(v.shape), v.stride(), y.stride(), tuple(self.shape))
-                size = math.prod(self.shape)
                 shaped(
-                    code, v.data_ptr(), y.data_ptr(), size, self.seed, self.stream, self.j0, self.t, shape, xs, ys, ms,
-                    self.scale, _ops._threads(n),
+                    code, v.data_ptr(), y.data_ptr(), math.prod(self.shape), self.seed, self.stream, self.j0, self.t,
+                    shape, xs, ys, ms, self.scale, threads,
                 )  # fmt: skip
                 return y
-        if self.full and self.mask is None and v.is_contiguous() and y.is_contiguous():
-            if self.bits is not None:
-                core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, _ops._threads(n))
-                return y
-            bits_ptr = 0
-            if _ops.SAVE_BITS:
-                self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
-                bits_ptr = self.bits.data_ptr()
-            core.dropout(
-                code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale, bits_ptr,
-                _ops._threads(n),
-            )  # fmt: skip
-            return y
         return _ops.apply_mask_into(core, v, y, self._mask(_CPU), self.scale)
 
     def _apply_ops(self, v: Tensor, y: Tensor, inplace: bool) -> Tensor:

@@ -5,7 +5,8 @@ differentiable, a registered autograd formula, so ``torch.compile(fullgraph=True
 it. Seeds travel as an int64 tensor ``key = [seed, stream]`` (64-bit values as bit patterns), so no
 host synchronisation happens in traced code.
 
-What backward keeps:
+These ops serve traced code (``torch.compile``, ``torch.export``, fake and meta tensors); eager calls
+take :mod:`._eager`, which calls the same kernels without the dispatcher. What backward keeps here:
 
 * ``dropout_full`` (contiguous full-shape dropout) keeps only the key: backward recomputes the mask,
   which measured as fast as reading a saved one (set ``SAVE_BITS`` to keep the packed keep mask,

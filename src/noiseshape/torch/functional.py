@@ -365,10 +365,24 @@ def _prepare(
     return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
 
+_THRESHOLDS: dict = {}
+
+
+def _threshold_and_scale(rate: float) -> tuple[int, float]:
+    """``(threshold, keep scale)`` of a rate, cached."""
+    hit = _THRESHOLDS.get(rate)
+    if hit is None:
+        t = _rng.threshold(rate)
+        if len(_THRESHOLDS) > 1024:
+            _THRESHOLDS.clear()
+        hit = _THRESHOLDS[rate] = (t, _rng.keep_scale(t))
+    return hit
+
+
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
     """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
-    t = _rng.threshold(d.rate)
-    return bernoulli_apply(x, d.spec, d.key, d.j0, t, _rng.keep_scale(t) if scale_by_keep else 1.0, inplace, d.full)
+    t, scale = _threshold_and_scale(d.rate)
+    return bernoulli_apply(x, d.spec, d.key, d.j0, t, scale if scale_by_keep else 1.0, inplace, d.full)
 
 
 def dropout(
