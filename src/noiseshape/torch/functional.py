@@ -287,8 +287,7 @@ def check_static(
     """Check the arguments of a call that do not depend on ``x`` (what a ``training=False`` call still checks)."""
     if (
         type(rate) is float
-        and 0.0 <= rate <= 1.0
-        and check is _check_p
+        and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
         and noise_shape is None
         and broadcast_dims is None
         and seed is None
