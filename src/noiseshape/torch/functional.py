@@ -340,11 +340,12 @@ def _prepare(
         and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
         and (seed is None or _plain_u64(seed))
         and generator is None
-        and _plain_u64(stream)
-        and _plain_u64(batch_offset)
-        and isinstance(x, Tensor)
+        and (stream == 0 or _plain_u64(stream))
+        and (batch_offset == 0 or _plain_u64(batch_offset))
+        and type(stream) is int
+        and type(batch_offset) is int
+        and eager_ok(x)  # x is a tensor
         and x.dtype in _ops.DTYPE_CODES
-        and eager_ok(x)
     ):  # the common eager call: plain arguments, checks and noise shape resolution cached
         if rate == 0.0:
             resolve_cached(x.shape, noise_shape, broadcast_dims, op)

@@ -107,9 +107,16 @@ class _NoiseLayer(nn.Module):
 
     def spec(self, x: Tensor):
         """The resolved noise spec of a call on ``x``."""
+        return self._spec_full(x)[0]
+
+    def _spec_full(self, x: Tensor):
+        """The noise spec of a call on ``x`` and whether its mask is full-shape."""
         noise_shape, broadcast_dims = self._noise_args(x)
-        spec, _ = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
-        return nf.share_axis(spec, self._batch_axis()) if self.share_batch else spec
+        spec_full = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
+        if self.share_batch:
+            spec = nf.share_axis(spec_full[0], self._batch_axis())
+            return spec, spec.full
+        return spec_full
 
     def _repr_args(self) -> list[str]:
         return []
@@ -150,10 +157,12 @@ class _Rate(_NoiseLayer):
         if not self.training or self.p == 0.0:
             return x
         nf._check_tensor(self._op(), x)
-        return self._apply(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
+        spec, full = self._spec_full(x)
+        t, scale = nf._threshold_and_scale(self.p)
+        return self._apply(x, spec, self.next_key(x), t, scale, full)
 
-    def _apply(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t), self.inplace)
+    def _apply(self, x, spec, key, t, scale, full):
+        return nf.bernoulli_apply(x, spec, key, 0, t, scale, self.inplace, full)
 
 
 class Dropout(_Rate):
@@ -276,8 +285,8 @@ class DropPath(_Rate):
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
 
-    def _apply(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, 0, t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
+    def _apply(self, x, spec, key, t, scale, full):
+        return nf.bernoulli_apply(x, spec, key, 0, t, scale if self.scale_by_keep else 1.0, False, full)
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
@@ -294,7 +303,7 @@ class AlphaDropout(_Rate):
     def __init__(self, p: float = 0.5, noise_shape=None, *, broadcast_dims=None, inplace=False, seed=None):
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
-    def _apply(self, x, spec, key, t):
+    def _apply(self, x, spec, key, t, scale, full):
         return nf.alpha_apply(x, spec, key, 0, t, self.inplace)
 
 
@@ -325,7 +334,7 @@ class GaussianDropout(_Rate):
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         nf.check_gaussian_rate(self.p, self._op())
 
-    def _apply(self, x, spec, key, t):
+    def _apply(self, x, spec, key, t, scale, full):
         return nf.gaussian_mul_apply(x, spec, key, 0, math.sqrt(self.p / (1.0 - self.p)))
 
 
@@ -414,7 +423,7 @@ class EmbeddingDropout(_Rate):
         weight = self.embedding.weight
         t = _rng.threshold(self.p)
         spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
-        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t))
+        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t), False, False)
         e = self.embedding
         return torch.nn.functional.embedding(input, dropped, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq)
 
