@@ -369,7 +369,10 @@ _THRESHOLDS: dict = {}
 
 
 def _threshold_and_scale(rate: float) -> tuple[int, float]:
-    """``(threshold, keep scale)`` of a rate, cached."""
+    """``(threshold, keep scale)`` of a rate, cached (not while traced: a lookup would guard on the cache)."""
+    if torch.compiler.is_compiling():
+        t = _rng.threshold(rate)
+        return t, _rng.keep_scale(t)
     hit = _THRESHOLDS.get(rate)
     if hit is None:
         t = _rng.threshold(rate)
