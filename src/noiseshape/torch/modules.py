@@ -21,6 +21,7 @@ from . import _eager, _ops, _replay
 from . import functional as nf
 
 _U64 = (1 << 64) - 1
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 __all__ = [
     "AlphaDropout",
@@ -85,8 +86,9 @@ class _NoiseLayer(nn.Module):
     def _counter(self):
         """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer."""
         key = self.rng_key
-        if type(key) is Tensor and key.device.type == "cpu" and not torch._C._are_functorch_transforms_active():
-            return key.numpy()
+        if type(key) is Tensor and key.device.type == "cpu" and not _is_wrapped(key):
+            with _eager._plain():  # also a layer made outside a torch.func transform and called inside it
+                return key.numpy()
         return key
 
     def _advance(self) -> int:
