@@ -420,6 +420,25 @@ def dropout(
     >>> dropout(x, 0.5, training=False) is x
     True
     """
+    if (
+        training is True
+        and type(p) is float
+        and 0.0 < p <= 1.0
+        and noise_shape is None
+        and broadcast_dims is None
+        and seed is None
+        and generator is None
+        and type(stream) is int
+        and stream == 0
+        and type(batch_offset) is int
+        and batch_offset == 0
+        and eager_ok(x)
+        and x.dtype in _ops.DTYPE_CODES
+    ):  # the default call: nothing to resolve or check beyond this
+        t, scale = _threshold_and_scale(p)
+        return _eager.noise_mul(
+            x, _eager.Noise(_eager.draw_seed(None), 0, x.shape, 0, t=t, scale=scale, full=True), inplace
+        )
     op = "noiseshape.torch.dropout"
     d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator)
     return x if d is None else _drop(x, d, inplace)
