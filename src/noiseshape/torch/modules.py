@@ -158,7 +158,8 @@ class _Rate(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        nf._check_tensor(self._op(), x)
+        if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES):
+            nf._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
         return self._apply(x, spec, self.next_key(x), t, scale, full)
