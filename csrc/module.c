@@ -305,6 +305,63 @@ static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* shaped_dropout: keep_mask at the reduced shape into a scratch buffer, then the strided apply,
+ * in one call (the eager path of a shaped dropout: no mask tensor, no second call). */
+static PyObject *py_shaped_dropout(PyObject *self, PyObject *args) {
+    (void)self;
+    int dtype;
+    unsigned long long x, y, seed, stream, j0;
+    long long mask_n, t, nthreads;
+    PyObject *shape_o, *xs_o, *ys_o, *ms_o;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iKKLKKKLOOOOdL:shaped_dropout", &dtype, &x, &y, &mask_n, &seed, &stream, &j0, &t,
+                          &shape_o, &xs_o, &ys_o, &ms_o, &scale, &nthreads))
+        return NULL;
+    const char *what = "shaped_dropout";
+    if (check_dtype(dtype, what) || check_n(mask_n, what) || check_range(j0, mask_n, what) || check_t(t, what))
+        return NULL;
+    int64_t shape[NS_MAX_DIMS], xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
+    Py_ssize_t nd, nx, ny, nm;
+    if (read_int64s(shape_o, shape, &nd, "shape", what) || read_int64s(xs_o, xs, &nx, "x_strides", what) ||
+        read_int64s(ys_o, ys, &ny, "y_strides", what) || read_int64s(ms_o, ms, &nm, "m_strides", what))
+        return NULL;
+    if (nx != nd || ny != nd || nm != nd) {
+        PyErr_Format(PyExc_ValueError, "%s: shape has %zd axes but the strides have %zd, %zd and %zd", what, nd, nx,
+                     ny, nm);
+        return NULL;
+    }
+    /* every mask offset must lie inside the mask_n scratch elements */
+    long long last = 0;
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        if (shape[d] <= 0) Py_RETURN_NONE; /* nothing to do */
+        if (ms[d] < 0 || ms[d] > mask_n || shape[d] > (long long)(PY_SSIZE_T_MAX / 8)) {
+            PyErr_Format(PyExc_ValueError, "%s: the mask strides of axis %zd are out of range", what, d);
+            return NULL;
+        }
+        last += (shape[d] - 1) * ms[d];
+        if (last >= mask_n) {
+            PyErr_Format(PyExc_ValueError, "%s: the mask strides reach past mask_n = %lld", what, mask_n);
+            return NULL;
+        }
+    }
+    if (mask_n == 0 || check_ptr(x, 1, "x_ptr", what) || check_ptr(y, 1, "y_ptr", what)) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    uint8_t small[4096];
+    uint8_t *mask = mask_n <= (long long)sizeof small ? small : (uint8_t *)malloc((size_t)mask_n);
+    if (!mask) return PyErr_NoMemory();
+    int isa = active_isa;
+    int threads = clamp_threads(nthreads);
+    Py_BEGIN_ALLOW_THREADS
+    ns_keep_mask(isa, mask, (size_t)mask_n, seed, stream, j0, (uint32_t)t, mask_n < 32768 ? 1 : threads);
+    ns_apply_mask(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, mask, (int)nd, shape, xs, ys, ms,
+                  scale, threads);
+    Py_END_ALLOW_THREADS
+    if (mask != small) free(mask);
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Normal variates                                                            */
 /* ------------------------------------------------------------------------- */
@@ -411,6 +468,10 @@ static PyMethodDef core_methods[] = {
     {"apply_mask", py_apply_mask, METH_VARARGS,
      "apply_mask(dtype, x_ptr, y_ptr, mask_ptr, shape, x_strides, y_strides, m_strides, scale, nthreads): "
      "strided broadcast y = mask ? x*scale : 0 (strides in elements)."},
+    {"shaped_dropout", py_shaped_dropout, METH_VARARGS,
+     "shaped_dropout(dtype, x_ptr, y_ptr, mask_n, seed, stream, j0, t, shape, x_strides, y_strides, m_strides, "
+     "scale, nthreads): keep flags of mask elements j0 .. j0+mask_n-1, broadcast by m_strides: "
+     "y = keep ? x*scale : 0."},
     {"normal", py_normal, METH_VARARGS,
      "normal(out_ptr, out_dtype, n, seed, stream, j0, nthreads): Box-Muller normal variates."},
     {"keep_mask_rows", py_keep_mask_rows, METH_VARARGS,

@@ -37,12 +37,21 @@ def test_full_shape_keeps_at_most_one_bit_per_element(monkeypatch, save_bits):
     assert torch.equal(x.grad, (y != 0).float() * (65536 / _rng.threshold(0.1)))
 
 
-def test_broadcast_masks_are_kept_at_their_reduced_shape():
+def test_non_contiguous_full_shape_keeps_no_mask():
+    base = torch.randn(64, 32, requires_grad=True)
+    x = base.t()  # full-shape dropout of a transposed view
+    ours, y = saved_bytes(lambda x: nst.dropout(x, 0.1, seed=2), x)
+    assert ours == 0  # no 1-byte-per-element mask: backward redraws it
+    y.backward(torch.ones_like(y))
+    assert torch.equal(base.grad.t(), nst.dropout(torch.ones(32, 64), 0.1, seed=2))
+
+
+def test_broadcast_masks_are_redrawn_not_kept():
     x = torch.randn(16, 64, 128, requires_grad=True)
     ours, _ = saved_bytes(lambda x: nst.dropout(x, 0.1, noise_shape=(None, 1, None)), x)
-    assert ours == 16 * 1 * 128  # one byte per mask element, nothing full-size
+    assert ours == 0  # nothing: backward redraws the reduced mask from the key
     ours, _ = saved_bytes(lambda x: nst.spatial_dropout1d(x, 0.1), x)
-    assert ours == 16 * 64
+    assert ours == 0
     ours, _ = saved_bytes(lambda x: nst.gaussian_dropout(x, 0.1), x)
     assert ours == 0  # only the key (Python ints): backward redraws the noise
 

@@ -293,3 +293,33 @@ def test_errors_name_the_op_and_the_fix(call, fact):
         call()
     assert fact in str(info.value)
     assert str(info.value).startswith("noiseshape.torch.")
+
+
+def test_shaped_dropout_entry_point_checks_its_mask_strides():
+    from noiseshape import _core
+
+    x = torch.ones(4, 3)
+    y = torch.empty_like(x)
+    args = (0, x.data_ptr(), y.data_ptr())
+    with pytest.raises(ValueError, match="reach past mask_n"):
+        _core.shaped_dropout(*args, 3, 0, 0, 0, 32768, (4, 3), (3, 1), (3, 1), (1, 0), 2.0, 1)
+    with pytest.raises(ValueError, match="threshold"):
+        _core.shaped_dropout(*args, 4, 0, 0, 0, 70000, (4, 3), (3, 1), (3, 1), (1, 0), 2.0, 1)
+    _core.shaped_dropout(*args, 4, 1, 0, 0, 32768, (4, 3), (3, 1), (3, 1), (1, 0), 2.0, 1)
+    flags = _rng.keep_flags((4, 1), 1, 0, 32768)
+    assert torch.equal(y, torch.from_numpy(flags).float().expand(4, 3) * 2)
+
+
+def test_unseeded_calls_take_the_seed_torch_randint_would_draw():
+    x = torch.ones(3, 50)
+    torch.manual_seed(7)
+    drawn = torch.randint(-(1 << 63), (1 << 63) - 1, (2,), dtype=torch.int64)
+    after = torch.rand(3)
+    torch.manual_seed(7)
+    y = nst.dropout(x, 0.5, (None, 1))
+    assert torch.equal(torch.rand(3), after)  # the generator moved on exactly as before
+    assert torch.equal(y, nst.dropout(x, 0.5, (None, 1), seed=int(drawn[0]) & (2**64 - 1)))
+    g = torch.Generator().manual_seed(3)
+    drawn = torch.randint(-(1 << 63), (1 << 63) - 1, (2,), dtype=torch.int64, generator=g)
+    g.manual_seed(3)
+    assert torch.equal(nst.dropout(x, 0.5, generator=g), nst.dropout(x, 0.5, seed=int(drawn[0]) & (2**64 - 1)))

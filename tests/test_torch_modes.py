@@ -143,6 +143,16 @@ def test_noncontiguous_inputs_and_dtypes_match_contiguous(s, dtype, path):
     assert torch.equal(leaf.grad, s.fn(torch.ones_like(x)))
 
 
+def test_a_seeded_layer_made_outside_a_transform_advances_inside_it():
+    layer = nst.Dropout(0.5, seed=3)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    grads = [torch.func.grad(lambda v: layer(v).sum())(x) for _ in range(2)]
+    fresh = nst.Dropout(0.5, seed=3)
+    for g in grads:
+        assert torch.equal(g, fresh(torch.ones_like(x)))  # stream 0, then stream 1
+    assert layer.rng_key[1].item() == 2
+
+
 def test_custom_ops_refuse_a_tangent_they_cannot_carry():
     import torch.autograd.forward_ad as fwAD
 

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per case (default 50)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--threads", type=int, help="threads for torch and noiseshape alike (default: all)")
     parser.add_argument("--sweep", action="store_true", help="per-call times against torch from 2**4 to 2**24 elements")
     parser.add_argument("--models", action="store_true", help="training steps of real models, torch's dropout vs ours")
     parser.add_argument(
@@ -218,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  measuring {name} ...", file=sys.stderr, flush=True)
 
     steady = False if args.default_malloc else steady_allocator()
+    if args.threads:
+        from ._threads import set_num_threads
+
+        set_num_threads(args.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
     if args.sweep or args.models:
         from . import _bench_torch as bt
 

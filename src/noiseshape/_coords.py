@@ -212,6 +212,11 @@ def locate(op, shape, noise_shape, broadcast_dims, *, batch_offset=0, coords=Non
     return local, row_starts(op, local, g_reduced, offset, ids, axis, spec_text)
 
 
+def in_block() -> bool:
+    """Whether a :func:`global_samples` block is open."""
+    return bool(_SAMPLES)
+
+
 def in_context(op, spec: NoiseSpec, axis: int = 0, spec_text=None):
     """Where a mask at ``spec`` sits inside the enclosing :func:`global_samples` block (0 outside any)."""
     shape = spec.input_shape

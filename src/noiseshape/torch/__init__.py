@@ -11,10 +11,11 @@ Dropout(p=0.1)
 
 Masks are drawn by Philox4x32-10 at the reduced noise shape: on CPU by the C core, on CUDA by
 Triton kernels (when Triton is installed), elsewhere by a pure-torch implementation of the same
-contract, bit for bit. Every op is a ``torch.library``
-custom op with a fake kernel and a registered autograd formula, so ``torch.compile(fullgraph=True)``
-traces through it; backward recomputes a full-shape mask from its seed and keeps a shared one at
-its reduced shape.
+contract, bit for bit. In eager mode a call goes straight to the C core with its seed as Python
+ints, and autograd runs through one ``autograd.Function`` (reverse mode, forward mode, ``torch.func``
+and ``vmap``); backward redraws the mask from the seed, so nothing mask-sized is kept. When traced
+(``torch.compile(fullgraph=True)``, ``torch.export``, fake or meta tensors) every op is a
+``torch.library`` custom op with a fake kernel and a registered autograd formula.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Under tracing the functional forms call the custom ops directly (their registere
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -136,9 +137,10 @@ def normal(seed: int, stream: int, shape, j0: int, double: bool, device) -> Tens
 class Noise:
     """The multiplicative noise of one call, drawn from ``(seed, stream)`` at ``shape`` from global index ``j0``.
 
-    ``gaussian`` False: Bernoulli keep flags with threshold ``t``, kept values times ``scale``; a
-    mask that is not full-shape is drawn once (1 byte per mask element) and kept for backward, a
-    full-shape one is recomputed from the seed (or kept as 1 bit per element with ``bits``).
+    ``gaussian`` False: Bernoulli keep flags with threshold ``t``, kept values times ``scale``. The
+    C core draws the mask into scratch memory and applies it in the same call, and backward redraws
+    it from the seed (or, with ``_ops.SAVE_BITS``, reads a full-shape mask kept as 1 bit per
+    element); without that entry point a reduced mask is drawn once as a uint8 tensor and kept.
     ``gaussian`` True: the factor ``1 + scale * z``, ``z`` standard normal, redrawn when needed.
     """
 
@@ -178,19 +180,29 @@ class Noise:
         if core is None:
             return self._apply_ops(v, y, inplace)
         code = _ops.DTYPE_CODES[v.dtype]
-        if self.full and self.mask is None and v.is_contiguous() and y.is_contiguous():
-            if self.bits is not None:
-                core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, _ops._threads(n))
+        threads = 1 if n < _ops._SMALL else _ops._threads(n)
+        if self.mask is None:
+            if self.full and v.is_contiguous():  # then y is contiguous too
+                if self.bits is not None:
+                    core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, threads)
+                    return y
+                bits_ptr = 0
+                if _ops.SAVE_BITS:
+                    self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
+                    bits_ptr = self.bits.data_ptr()
+                core.dropout(
+                    code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale,
+                    bits_ptr, threads,
+                )  # fmt: skip
                 return y
-            bits_ptr = 0
-            if _ops.SAVE_BITS:
-                self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
-                bits_ptr = self.bits.data_ptr()
-            core.dropout(
-                code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale, bits_ptr,
-                _ops._threads(n),
-            )  # fmt: skip
-            return y
+            shaped = getattr(core, "shaped_dropout", None)
+            if shaped is not None:  # mask drawn into scratch memory and applied in one call, redrawn for backward
+                shape, xs, ys, ms = _ops._mask_layout(tuple(v.shape), v.stride(), y.stride(), tuple(self.shape))
+                shaped(
+                    code, v.data_ptr(), y.data_ptr(), math.prod(self.shape), self.seed, self.stream, self.j0, self.t,
+                    shape, xs, ys, ms, self.scale, threads,
+                )  # fmt: skip
+                return y
         return _ops.apply_mask_into(core, v, y, self._mask(_CPU), self.scale)
 
     def _apply_ops(self, v: Tensor, y: Tensor, inplace: bool) -> Tensor:

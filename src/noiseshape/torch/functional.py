@@ -296,8 +296,7 @@ def check_static(
     """Check the arguments of a call that do not depend on ``x`` (what a ``training=False`` call still checks)."""
     if (
         type(rate) is float
-        and 0.0 <= rate <= 1.0
-        and check is _check_p
+        and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
         and noise_shape is None
         and broadcast_dims is None
         and seed is None
@@ -348,16 +347,16 @@ def _prepare(
         return None
     if (
         type(rate) is float
-        and check is _check_p
-        and 0.0 <= rate <= 1.0
+        and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
         and (seed is None or _plain_u64(seed))
         and generator is None
-        and _plain_u64(stream)
-        and _plain_u64(batch_offset)
-        and isinstance(x, Tensor)
+        and (stream == 0 or _plain_u64(stream))
+        and (batch_offset == 0 or _plain_u64(batch_offset))
+        and type(stream) is int
+        and type(batch_offset) is int
+        and eager_ok(x)  # x is a tensor
         and x.dtype in _ops.DTYPE_CODES
         and coords is None
-        and eager_ok(x)
     ):  # the common eager call: plain arguments, checks and noise shape resolution cached
         if rate == 0.0:
             resolve_cached(x.shape, noise_shape, broadcast_dims, op)
@@ -382,10 +381,27 @@ def _prepare(
     return _Draw(rate, spec, call_key(x, seed, stream, generator), j0, spec.full)
 
 
+_THRESHOLDS: dict = {}
+
+
+def _threshold_and_scale(rate: float) -> tuple[int, float]:
+    """``(threshold, keep scale)`` of a rate, cached (not while traced: a lookup would guard on the cache)."""
+    if torch.compiler.is_compiling():
+        t = _rng.threshold(rate)
+        return t, _rng.keep_scale(t)
+    hit = _THRESHOLDS.get(rate)
+    if hit is None:
+        t = _rng.threshold(rate)
+        if len(_THRESHOLDS) > 1024:
+            _THRESHOLDS.clear()
+        hit = _THRESHOLDS[rate] = (t, _rng.keep_scale(t))
+    return hit
+
+
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
     """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
-    t = _rng.threshold(d.rate)
-    return bernoulli_apply(x, d.spec, d.key, d.j0, t, _rng.keep_scale(t) if scale_by_keep else 1.0, inplace, d.full)
+    t, scale = _threshold_and_scale(d.rate)
+    return bernoulli_apply(x, d.spec, d.key, d.j0, t, scale if scale_by_keep else 1.0, inplace, d.full)
 
 
 def dropout(
@@ -421,6 +437,27 @@ def dropout(
     >>> dropout(x, 0.5, training=False) is x
     True
     """
+    if (
+        training is True
+        and type(p) is float
+        and 0.0 < p <= 1.0
+        and noise_shape is None
+        and broadcast_dims is None
+        and seed is None
+        and generator is None
+        and type(stream) is int
+        and stream == 0
+        and type(batch_offset) is int
+        and batch_offset == 0
+        and coords is None
+        and not _coords.in_block()
+        and eager_ok(x)
+        and x.dtype in _ops.DTYPE_CODES
+    ):  # the default call: nothing to resolve or check beyond this
+        t, scale = _threshold_and_scale(p)
+        return _eager.noise_mul(
+            x, _eager.Noise(_eager.draw_seed(None), 0, x.shape, 0, t=t, scale=scale, full=True), inplace
+        )
     op = "noiseshape.torch.dropout"
     d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
@@ -790,6 +827,10 @@ def check_stddev(stddev, op: str, shape=None, spec=None) -> float:
             spec=spec,
         )
     return float(stddev)
+
+
+#: the rates each rate check accepts without a word: ``0 <= rate < bound`` (floats only)
+_RATE_BELOW = {_check_p: math.nextafter(1.0, 2.0), check_gaussian_rate: 1.0, check_stddev: math.inf}
 
 
 def gaussian_noise(

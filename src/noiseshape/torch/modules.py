@@ -25,6 +25,7 @@ from . import distributed as _dist
 from . import functional as nf
 
 _U64 = (1 << 64) - 1
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 __all__ = [
     "AlphaDropout",
@@ -92,8 +93,9 @@ class _NoiseLayer(nn.Module):
     def _counter(self):
         """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer."""
         key = self.rng_key
-        if type(key) is Tensor and key.device.type == "cpu" and not torch._C._are_functorch_transforms_active():
-            return key.numpy()
+        if type(key) is Tensor and key.device.type == "cpu" and not _is_wrapped(key):
+            with _eager._plain():  # also a layer made outside a torch.func transform and called inside it
+                return key.numpy()
         return key
 
     def _advance(self) -> int:
@@ -118,9 +120,16 @@ class _NoiseLayer(nn.Module):
 
     def spec(self, x: Tensor):
         """The resolved noise spec of a call on ``x``."""
+        return self._spec_full(x)[0]
+
+    def _spec_full(self, x: Tensor):
+        """The noise spec of a call on ``x`` and whether its mask is full-shape."""
         noise_shape, broadcast_dims = self._noise_args(x)
-        spec, _ = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
-        return nf.share_axis(spec, self._batch_axis()) if self.share_batch else spec
+        spec_full = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
+        if self.share_batch:
+            spec = nf.share_axis(spec_full[0], self._batch_axis())
+            return spec, spec.full
+        return spec_full
 
     def _repr_args(self) -> list[str]:
         return []
@@ -167,11 +176,14 @@ class _Rate(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        nf._check_tensor(self._op(), x)
-        return self._noise(x, self.spec(x), self.next_key(x), _rng.threshold(self.p))
+        if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES):
+            nf._check_tensor(self._op(), x)  # raises
+        spec, full = self._spec_full(x)
+        t, scale = nf._threshold_and_scale(self.p)
+        return self._noise(x, spec, self.next_key(x), t, scale, full)
 
-    def _noise(self, x, spec, key, t):  # not _apply: nn.Module.to() and .cuda() call that one
-        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t), self.inplace)
+    def _noise(self, x, spec, key, t, scale, full):  # not _apply: nn.Module.to() and .cuda() call that one
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, scale, self.inplace, full)
 
 
 class Dropout(_Rate):
@@ -308,8 +320,8 @@ class DropPath(_Rate):
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
 
-    def _noise(self, x, spec, key, t):
-        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, _rng.keep_scale(t) if self.scale_by_keep else 1.0)
+    def _noise(self, x, spec, key, t, scale, full):
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, scale if self.scale_by_keep else 1.0, False, full)
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
@@ -335,7 +347,7 @@ class AlphaDropout(_Rate):
         _refuse_positional_inplace(type(self).__name__, p, noise_shape, "noise_shape")
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
-    def _noise(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t, scale, full):
         return nf.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
 
 
@@ -380,7 +392,7 @@ class GaussianDropout(_Rate):
         super().__init__(p, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
         nf.check_gaussian_rate(self.p, self._op())
 
-    def _noise(self, x, spec, key, t):
+    def _noise(self, x, spec, key, t, scale, full):
         return nf.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
 
 
@@ -481,7 +493,7 @@ class EmbeddingDropout(_Rate):
         _check_float_weight(self._op(), weight, "embedding.weight")
         t = _rng.threshold(self.p)
         spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
-        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t))
+        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t), False, False)
         e = self.embedding
         return torch.nn.functional.embedding(input, dropped, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq)
 
