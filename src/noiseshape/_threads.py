@@ -17,8 +17,14 @@ _RANGE = f"1..{MAX_THREADS}"
 _requested: int | None = None
 
 
+_parsed: tuple[str, int | None] = ("", None)  # the last setting read, and its value
+
+
 def _from_env() -> int | None:
+    global _parsed
     raw = os.environ.get(_ENV, "")
+    if raw == _parsed[0]:  # read on every call, parsed once
+        return _parsed[1]
     if not raw.strip():
         return None
     try:
@@ -27,6 +33,7 @@ def _from_env() -> int | None:
         value = 0
     if not 1 <= value <= MAX_THREADS:
         raise fail(_ENV, f"{_ENV} is {raw!r}; set it to an integer in {_RANGE} or unset it (all CPUs)")
+    _parsed = (raw, value)
     return value
 
 

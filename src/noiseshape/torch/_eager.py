@@ -180,7 +180,7 @@ class Noise:
         if core is None:
             return self._apply_ops(v, y, inplace)
         code = _ops.DTYPE_CODES[v.dtype]
-        threads = 1 if n < _ops._SMALL else _ops._threads(n)
+        threads = _ops._threads(n)
         if self.mask is None:
             if self.full and v.is_contiguous():  # then y is contiguous too
                 if self.bits is not None:

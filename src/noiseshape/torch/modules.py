@@ -176,7 +176,7 @@ class _Rate(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES):
+        if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             nf._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
