@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -220,6 +221,138 @@ def test_equivalents_without_a_torch_builtin(capsys):
     assert eq["torch.nn"][0]["layer"] is None
 
 
+def test_equivalents_in_jax_channels_last(capsys):
+    _, out, _ = run(capsys, "8,20,16", "--broadcast-dims", "1")
+    eq = out[out.index("  noiseshape.jax ") :]
+    assert eq == (
+        "  noiseshape.jax    key = jax.random.key(0)  # noiseshape.jax.seed_of(key) == 0\n"
+        "                    noiseshape.jax.dropout(x, 0.5, broadcast_dims=(1,), key=key)\n"
+        '                    noiseshape.jax.spatial_dropout1d(x, 0.5, data_format="channels_last", key=key)\n'
+        "                    noiseshape.jax.linen.Dropout(0.5, broadcast_dims=(1,))\n"
+        '                    noiseshape.jax.linen.SpatialDropout1d(0.5, data_format="channels_last")\n'
+        "                      called as .apply({}, x, deterministic=False, rng=key)\n"
+        "                    noiseshape.jax.nnx.Dropout(0.5, broadcast_dims=(1,), rngs=rngs)\n"
+        '                    noiseshape.jax.nnx.SpatialDropout1d(0.5, data_format="channels_last", rngs=rngs)\n'
+        "                      called as (x, rngs=key)\n"
+    )
+
+
+def test_equivalents_in_jax_channels_first_name_the_layout(capsys):
+    _, out, _ = run(capsys, "2,3,4,5", "--noise-shape", "None,3,1,1", "--rate", "0.25", "--seed", "7")
+    assert "  noiseshape.jax    key = jax.random.key(7)  # noiseshape.jax.seed_of(key) == 7\n" in out
+    assert "noiseshape.jax.dropout(x, 0.25, broadcast_dims=(2, 3), key=key)\n" in out
+    assert 'noiseshape.jax.spatial_dropout2d(x, 0.25, data_format="channels_first", key=key)\n' in out
+    assert 'noiseshape.jax.linen.SpatialDropout2d(0.25, data_format="channels_first")\n' in out
+    assert 'noiseshape.jax.nnx.SpatialDropout2d(0.25, data_format="channels_first", rngs=rngs)\n' in out
+    assert "channels_last" not in out
+
+
+def test_equivalents_in_jax_drop_path_with_a_large_seed_a_stream_and_an_offset(capsys):
+    args = ["4,3,5", "--noise-shape", "None,1,1", "--seed", str(5 << 32 | 9), "--stream", "3", "--batch-offset", "2"]
+    _, out, _ = run(capsys, *args, "--json")
+    assert json.loads(out)["equivalents"]["noiseshape.jax"] == {
+        "key": "jax.random.wrap_key_data(jax.numpy.array([5, 9], jax.numpy.uint32))",
+        "functions": [
+            "noiseshape.jax.dropout(x, 0.5, broadcast_dims=(1, 2), key=key, stream=3, batch_offset=2)",
+            "noiseshape.jax.drop_path(x, 0.5, key=key, stream=3, batch_offset=2)",
+        ],
+        "linen": [
+            "noiseshape.jax.linen.Dropout(0.5, broadcast_dims=(1, 2), stream=3)",
+            "noiseshape.jax.linen.DropPath(0.5, stream=3)",
+        ],
+        "linen_call": ".apply({}, x, deterministic=False, rng=key, batch_offset=2)",
+        "nnx": [
+            "noiseshape.jax.nnx.Dropout(0.5, broadcast_dims=(1, 2), stream=3, rngs=rngs)",
+            "noiseshape.jax.nnx.DropPath(0.5, stream=3, rngs=rngs)",
+        ],
+        "nnx_call": "(x, rngs=key, batch_offset=2)",
+    }
+    _, out, _ = run(capsys, *args)
+    assert (
+        f"noiseshape.numpy.dropout(x, 0.5, noise_shape=(None, 1, 1), seed={5 << 32 | 9}, stream=3, batch_offset=2)\n"
+        in out
+    )
+
+
+def test_equivalents_in_jax_without_shared_axes(capsys):
+    _, out, _ = run(capsys, "4,5,6", "--noise-shape", "1,5,1", "--json")
+    eq = json.loads(out)["equivalents"]["noiseshape.jax"]
+    assert eq["functions"] == ["noiseshape.jax.dropout(x, 0.5, broadcast_dims=(0, 2), key=key)"]
+    assert eq["linen"] == ["noiseshape.jax.linen.Dropout(0.5, broadcast_dims=(0, 2))"]
+    _, out, _ = run(capsys, "2,3")
+    assert "                    noiseshape.jax.dropout(x, 0.5, key=key)\n" in out
+    assert "                    noiseshape.jax.nnx.Dropout(0.5, rngs=rngs)\n" in out
+
+
+def _torch_with_seed(seed: int):
+    """A ``noiseshape`` namespace whose ``torch`` layers are built with ``seed=seed``."""
+    import noiseshape.torch as nst
+
+    layers = {n: functools.partial(getattr(nst, n), seed=seed) for n in nst.__all__ if n[0].isupper()}
+    return types.SimpleNamespace(torch=types.SimpleNamespace(**layers))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["8,6,4", "--broadcast-dims", "1", "--seed", "7"],
+        ["2,3,4,5", "--noise-shape", "None,3,1,1", "--seed", "11"],
+        ["3,2,2,2,4", "--noise-shape", "None,1,1,1,4", "--rate", "0.3"],
+        ["6,3,5", "--noise-shape", "None,1,1", "--seed", str(5 << 32 | 9)],
+        ["4,5,6", "--noise-shape", "1,5,1", "--seed", "3"],
+        ["3,4", "--seed", "2"],
+    ],
+)
+def test_jax_spellings_draw_the_masks_of_the_torch_spellings(capsys, args):
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    import noiseshape.jax
+
+    _, out, _ = run(capsys, *args, "--json")
+    data = json.loads(out)
+    shape, eq = tuple(data["input_shape"]), data["equivalents"]
+    jx = eq["noiseshape.jax"]
+    ns = {"jax": jax, "noiseshape": noiseshape, "x": jnp.ones(shape), "rngs": nnx.Rngs(dropout=99)}
+    key = ns["key"] = eval(jx["key"], ns)
+    seed = noiseshape.jax.seed_of(key)
+    assert seed == data["seed"]
+    masks = [eval(line, ns) for line in jx["functions"]]
+    masks += [eval(f"m{jx['linen_call']}", {**ns, "m": eval(line, ns)}) for line in jx["linen"]]
+    masks += [eval(f"m{jx['nnx_call']}", {**ns, "m": eval(line, ns)}) for line in jx["nnx"]]
+    # The printed noiseshape.torch layers, built with seed=seed_of(key), on the same input.
+    torch_ns = {"noiseshape": _torch_with_seed(seed)}
+    torch_masks = [eval(line, torch_ns)(torch.ones(shape)).numpy() != 0 for line in eq["noiseshape.torch"]]
+    reduced = tuple(data["noise_shape"])
+    expected = reference(reduced, data["rate"], seed, batch_shared=data["same_across_batch"])
+    expected = np.broadcast_to(expected, shape)
+    assert len(masks) == 3 * len(jx["functions"]) >= 3
+    assert all(np.array_equal(m, expected) for m in torch_masks)
+    for m in masks:
+        assert np.array_equal(np.asarray(m) != 0, expected)
+    assert 0 < expected.sum() < expected.size  # the masks compared are not trivial
+
+
+def test_numpy_and_jax_spellings_carry_the_stream_and_the_offset(capsys):
+    import jax
+
+    import noiseshape.jax
+    import noiseshape.numpy
+
+    _, out, _ = run(capsys, "6,3,5", "--noise-shape", "None,1,5", "--stream", "4", "--batch-offset", "3", "--json")
+    data = json.loads(out)
+    eq = data["equivalents"]
+    x = np.ones((6, 3, 5), np.float32)
+    ns = {"jax": jax, "noiseshape": noiseshape, "x": x}
+    ns["key"] = eval(eq["noiseshape.jax"]["key"], ns)
+    expected = np.broadcast_to(reference((6, 1, 5), seed=0, stream=4, batch_offset=3), x.shape)
+    assert np.array_equal(eval(eq["noiseshape.numpy"], ns) != 0, expected)
+    assert np.array_equal(np.asarray(eval(eq["noiseshape.jax"]["functions"][0], ns)) != 0, expected)
+    assert not np.array_equal(expected, np.broadcast_to(reference((6, 1, 5)), x.shape))
+
+
 # ------------------------------------------------------------------------------------------ json
 
 
@@ -247,7 +380,14 @@ def test_json_matches_resolve(capsys, shape, args, noise_shape, broadcast_dims):
     assert data["same_across_batch"] == spec.shared[0]
     assert data["dropped_per_sample"]["draws"] == {"distribution": "binomial", "n": data["draws_per_sample"], "p": 0.5}
     assert data["threshold"] == 32768 and data["keep_prob"] == 0.5 and data["scale"] == 2.0
-    assert set(data["equivalents"]) == {"keras", "flax", "noiseshape.torch", "torch.nn", "noiseshape.numpy"}
+    assert set(data["equivalents"]) == {
+        "keras",
+        "flax",
+        "noiseshape.torch",
+        "torch.nn",
+        "noiseshape.numpy",
+        "noiseshape.jax",
+    }
     if data["summarised"]:
         assert "masks" not in data
     else:

@@ -1,4 +1,4 @@
-"""The same masks spelled in Keras, Flax, torch.nn, noiseshape.torch and noiseshape.numpy."""
+"""The same masks spelled in Keras, Flax, torch.nn, noiseshape.torch, noiseshape.numpy and noiseshape.jax."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def equivalents(ex: Explanation) -> dict[str, Any]:
     bd = flax_broadcast_dims(ex)
     flax = f"flax.linen.Dropout({p}, broadcast_dims={_fmt(bd)})" if bd else f"flax.linen.Dropout({p})"
     nst = [f"noiseshape.torch.Dropout({p}, noise_shape={_fmt(ns)})" if any_shared else f"noiseshape.torch.Dropout({p})"]
+    jax = _JaxForms(ex, p)
+    jax.add("dropout", "Dropout", f", broadcast_dims={_fmt(bd)}" if bd else "")
     torch_nn: list[dict] = []
     batch_free = rank == 0 or not ex.axes[0].shared or ex.axes[0].role == "size 1"
     if math.prod(ex.shape) == 1:  # a single element: every layer agrees, naming them all says nothing
@@ -45,6 +47,7 @@ def equivalents(ex: Explanation) -> dict[str, Any]:
         last = set(range(1, k - 1))
         if _matches(ex, first):
             nst.append(f"noiseshape.torch.SpatialDropout{layer}({p})")
+            jax.add(f"spatial_dropout{layer}", f"SpatialDropout{layer}", ', data_format="channels_first"')
             torch_nn.append(
                 {
                     "layer": f"torch.nn.Dropout{layer}({p})",
@@ -53,6 +56,7 @@ def equivalents(ex: Explanation) -> dict[str, Any]:
             )
         if _matches(ex, last):
             nst.append(f'noiseshape.torch.SpatialDropout{layer}({p}, data_format="channels_last")')
+            jax.add(f"spatial_dropout{layer}", f"SpatialDropout{layer}", ', data_format="channels_last"')
             perm = (0, k - 1, *range(1, k - 1))
             back = (0, *range(2, k), 1)
             torch_nn.append(
@@ -68,6 +72,7 @@ def equivalents(ex: Explanation) -> dict[str, Any]:
         nst.append(f"noiseshape.torch.LockedDropout({p}, batch_first=False)  # if axis 0 is time: (T, B, F)")
     if rank >= 2 and batch_free and ex.draws_per_sample == 1 and ex.elements_per_sample > 1:
         nst.append(f"noiseshape.torch.DropPath({p})")
+        jax.add("drop_path", "DropPath", "")
         torch_nn.append(
             {
                 "layer": f'torchvision.ops.StochasticDepth({p}, mode="row")',
@@ -94,14 +99,54 @@ def equivalents(ex: Explanation) -> dict[str, Any]:
             {"layer": None, "caveat": "no torch.nn built-in shares these axes; use noiseshape.torch.Dropout"}
         )
     numpy_spec = f", noise_shape={_fmt(ns)}" if any_shared else ""
-    numpy_call = f"noiseshape.numpy.dropout(x, {p}{numpy_spec}, seed={ex.seed})"
+    numpy_call = f"noiseshape.numpy.dropout(x, {p}{numpy_spec}, seed={ex.seed}{_where(ex)})"
     return {
         "keras": keras,
         "flax": flax,
         "noiseshape.torch": nst,
         "torch.nn": torch_nn,
         "noiseshape.numpy": numpy_call,
+        "noiseshape.jax": jax.facts,
     }
+
+
+def _where(ex: Explanation) -> str:
+    """``stream=`` and ``batch_offset=`` where the report draws at other values than the defaults."""
+    return "".join(f", {name}={v}" for name, v in (("stream", ex.stream), ("batch_offset", ex.batch_offset)) if v)
+
+
+class _JaxForms:
+    """The noiseshape.jax function and Flax module spellings, in step with the noiseshape.torch ones.
+
+    Arguments are spelled as in Flax (``broadcast_dims``); spatial forms always name ``data_format``, as
+    their default (channels last) differs from noiseshape.torch's. Every form draws the report's mask
+    with one ``key`` that stands for its seed: ``jax.random.key(s)`` is seed ``s`` below 2**32 (above,
+    it keeps only the low 32 bits unless ``jax_enable_x64`` is on), a larger seed is spelled by its words.
+    """
+
+    def __init__(self, ex: Explanation, p: str):
+        self.p = p
+        seed = ex.seed
+        if seed < 2**32:
+            key = f"jax.random.key({seed})"
+        else:
+            key = f"jax.random.wrap_key_data(jax.numpy.array([{seed >> 32}, {seed & 0xFFFFFFFF}], jax.numpy.uint32))"
+        self.stream = f", stream={ex.stream}" if ex.stream else ""
+        offset = f", batch_offset={ex.batch_offset}" if ex.batch_offset else ""
+        self.where = _where(ex)
+        self.facts: dict[str, Any] = {
+            "key": key,
+            "functions": [],
+            "linen": [],
+            "linen_call": f".apply({{}}, x, deterministic=False, rng=key{offset})",
+            "nnx": [],
+            "nnx_call": f"(x, rngs=key{offset})",
+        }
+
+    def add(self, function: str, module: str, args: str) -> None:
+        self.facts["functions"].append(f"noiseshape.jax.{function}(x, {self.p}{args}, key=key{self.where})")
+        self.facts["linen"].append(f"noiseshape.jax.linen.{module}({self.p}{args}{self.stream})")
+        self.facts["nnx"].append(f"noiseshape.jax.nnx.{module}({self.p}{args}{self.stream}, rngs=rngs)")
 
 
 _UNBATCHED = {

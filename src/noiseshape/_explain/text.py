@@ -122,4 +122,10 @@ def render_text(ex: Explanation) -> str:
             out.append(f"  {head:<16}  {item['layer']}")
             out.append(f"  {'':<16}    caveat: {item['caveat']}")
     out.append(f"  noiseshape.numpy  {eq['noiseshape.numpy']}")
+    jax = eq["noiseshape.jax"]
+    out.append(f"  noiseshape.jax    key = {jax['key']}  # noiseshape.jax.seed_of(key) == {ex.seed}")
+    out += [f"  {'':<16}  {line}" for line in jax["functions"]]
+    for flavour in ("linen", "nnx"):
+        out += [f"  {'':<16}  {line}" for line in jax[flavour]]
+        out.append(f"  {'':<16}    called as {jax[flavour + '_call']}")
     return "\n".join(out) + "\n"
