@@ -81,10 +81,13 @@ def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None) -> list[d
 
                 return step
 
+            def fwd(fn, x=x):
+                return lambda: fn(x)
+
             t = _interleaved(
                 {
-                    "ours": lambda ours=ours, x=x: ours(x),
-                    "peer": lambda peer=peer, x=x: peer(x),
+                    "ours": fwd(ours),
+                    "peer": fwd(peer),
                     "ours_fb": fb(ours),
                     "peer_fb": fb(peer),
                 },
@@ -138,7 +141,7 @@ def _models():
     class LSTMLM(nn.Module):
         def __init__(self, drop):
             super().__init__()
-            self.emb, self.lstm, self.out, self.drop = nn.Embedding(1000, 128), nn.LSTM(128, 128, 2), None, drop
+            self.emb, self.lstm, self.drop = nn.Embedding(1000, 128), nn.LSTM(128, 128, 2), drop
             self.out = nn.Linear(128, 1000)
 
         def forward(self, tokens):
@@ -195,7 +198,7 @@ def _models():
         (
             "LSTM LM, locked dropout (16 x 35 tokens)",
             lambda: LSTMLM(HandLocked(0.3)),
-            lambda m: (setattr(m, "drop", nst.LockedDropout(0.3)), m)[1],
+            lambda m: _with(m, drop=nst.LockedDropout(0.3)),
             tokens,
             "lm",
         ),
@@ -216,13 +219,18 @@ def _models():
         (
             "ViT block, drop path, batch 32 x 65 x 192",
             lambda: nn.Sequential(Block(HandDropPath(0.1)), Block(HandDropPath(0.1)), nn.Flatten(), nn.LazyLinear(10)),
-            lambda m: nst.convert(
-                (setattr(m[0], "dp", nst.DropPath(0.1)), setattr(m[1], "dp", nst.DropPath(0.1)), m)[2]
-            ),
+            lambda m: nst.convert(_set_drop_path(m, nst.DropPath)),
             lambda: torch.randn(32, 65, 192),
             "cls",
         ),
     ]
+
+
+def _with(model, **modules):
+    """``model`` with its submodules of these names replaced."""
+    for name, module in modules.items():
+        model.set_submodule(name, module)
+    return model
 
 
 def _set_drop_path(model, make):
