@@ -26,7 +26,7 @@ setup(
                 "csrc/normal.c",
                 "csrc/threads.c",
             ],
-            depends=["csrc/kernels.h", "csrc/core.h", "csrc/philox.h", "csrc/convert.h"],
+            depends=["csrc/kernels.h", "csrc/core.h", "csrc/philox.h", "csrc/convert.h", "csrc/vmath.h"],
             include_dirs=["csrc"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

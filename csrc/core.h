@@ -22,7 +22,7 @@
  * stores and dtype conversions), isa_scalar.c / isa_avx2.c / isa_avx512.c (the
  * primitive tables), dispatch.c (ISA choice), threads.c (the thread pool),
  * masks.c (mask and dropout drivers), apply_mask.c (strided broadcast apply),
- * normal.c (normal variates).
+ * normal.c (normal variates), vmath.h (their float64 log and cos).
  *
  * Data pointers may have any alignment (NumPy and torch views can start at any
  * byte): every element is read and written with memcpy or unaligned vector
@@ -64,7 +64,7 @@
 /* Below this many elements a call runs on the calling thread only. */
 #define NS_PAR_MIN ((int64_t)65536)
 /* Normal variates are costlier per element, so they parallelise earlier. */
-#define NS_PAR_MIN_NORMAL ((int64_t)8192)
+#define NS_PAR_MIN_NORMAL ((int64_t)32768)
 #define NS_MAX_THREADS 256
 
 #include "philox.h"

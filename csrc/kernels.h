@@ -74,4 +74,7 @@ void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *ma
 void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
                int nthreads);
 
+/* The variates of n given word pairs (a, c) = (words[2i], words[2i + 1]) on one thread (testing). */
+void ns_box_muller_words(int isa, void *out, int out_dtype, const uint32_t *words, size_t n);
+
 #endif /* NOISESHAPE_KERNELS_H */

@@ -384,6 +384,26 @@ static PyObject *py_normal(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_box_muller(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long out, words;
+    int dtype;
+    long long n;
+    if (!PyArg_ParseTuple(args, "KiKL:box_muller", &out, &dtype, &words, &n)) return NULL;
+    if (dtype != NS_F32 && dtype != NS_F64) {
+        PyErr_Format(PyExc_ValueError, "box_muller: out_dtype is %d; use 0 (float32) or 1 (float64)", dtype);
+        return NULL;
+    }
+    if (check_n(n, "box_muller") || check_ptr(out, n, "out_ptr", "box_muller") ||
+        check_ptr(words, n, "words_ptr", "box_muller"))
+        return NULL;
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_box_muller_words(isa, (void *)(uintptr_t)out, dtype, (const uint32_t *)(uintptr_t)words, (size_t)n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Rows: masks of a piece of a larger array (global coordinates)              */
 /* ------------------------------------------------------------------------- */
@@ -474,6 +494,8 @@ static PyMethodDef core_methods[] = {
      "y = keep ? x*scale : 0."},
     {"normal", py_normal, METH_VARARGS,
      "normal(out_ptr, out_dtype, n, seed, stream, j0, nthreads): Box-Muller normal variates."},
+    {"box_muller", py_box_muller, METH_VARARGS,
+     "box_muller(out_ptr, out_dtype, words_ptr, n): the variates of n word pairs (uint32 a, c) on one thread."},
     {"keep_mask_rows", py_keep_mask_rows, METH_VARARGS,
      "keep_mask_rows(out_ptr, rows, run, starts_ptr, seed, stream, t, nthreads): uint8 keep flags of rows of "
      "run elements; row r starts at the global index starts[r] (int64)."},
