@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 import noiseshape as ns
-from noiseshape import _core
+from noiseshape import _core, _threads
 from noiseshape.numpy import dropout
+
+
+@pytest.fixture(autouse=True)
+def env_read_afresh():
+    """NOISESHAPE_NUM_THREADS is read once per process: each test here sets it and reads it anew."""
+    _threads._env_read = False
+    yield
+    _threads._env_read = False
 
 
 @pytest.fixture

@@ -17,15 +17,19 @@ _RANGE = f"1..{MAX_THREADS}"
 _requested: int | None = None
 
 
-_parsed: tuple[str, int | None] = ("", None)  # the last setting read, and its value
+#: ``NOISESHAPE_NUM_THREADS`` as read at the first call (``_env_read``). A bad value is not kept, so
+#: every call reports it until it is fixed; a good one is read once, like ``OMP_NUM_THREADS``.
+_env_threads: int | None = None
+_env_read = False
 
 
 def _from_env() -> int | None:
-    global _parsed
+    global _env_threads, _env_read
+    if _env_read:
+        return _env_threads
     raw = os.environ.get(_ENV, "")
-    if raw == _parsed[0]:  # read on every call, parsed once
-        return _parsed[1]
     if not raw.strip():
+        _env_threads, _env_read = None, True
         return None
     try:
         value = int(raw.strip())
@@ -33,7 +37,7 @@ def _from_env() -> int | None:
         value = 0
     if not 1 <= value <= MAX_THREADS:
         raise fail(_ENV, f"{_ENV} is {raw!r}; set it to an integer in {_RANGE} or unset it (all CPUs)")
-    _parsed = (raw, value)
+    _env_threads, _env_read = value, True
     return value
 
 
@@ -41,7 +45,8 @@ def get_num_threads() -> int:
     """Threads used by the CPU kernels: :func:`set_num_threads`, else ``NOISESHAPE_NUM_THREADS``, else all CPUs.
 
     Results never depend on it: every mask element is a pure function of its global coordinate.
-    A bad ``NOISESHAPE_NUM_THREADS`` is reported here, so by every call that runs the C core, however small.
+    ``NOISESHAPE_NUM_THREADS`` is read at the first call; a bad value is reported here, so by every
+    call that runs the C core, however small, until it is fixed.
     """
     if _requested is not None:
         return _requested

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from .._threads import get_num_threads
 from . import _philox
 
 __all__ = [
@@ -85,8 +86,6 @@ _SMALL = 1 << 16
 
 
 def _threads(n: int = _SMALL) -> int:
-    from .._threads import get_num_threads
-
     threads = get_num_threads()  # also for small calls, so a bad setting is reported whatever the size
     return 1 if n < _SMALL else threads
 
