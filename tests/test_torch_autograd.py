@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 import noiseshape.torch as nst  # noqa: E402
 from noiseshape import _rng  # noqa: E402
-from noiseshape.torch import _ops  # noqa: E402
+from noiseshape.torch import _eager, _ops  # noqa: E402
 
 
 def saved_bytes(fn, x):
@@ -38,12 +38,13 @@ def test_full_shape_keeps_at_most_one_bit_per_element(monkeypatch, save_bits):
 
 
 def test_non_contiguous_full_shape_keeps_no_mask():
-    base = torch.randn(64, 32, requires_grad=True)
+    base = torch.randn(128, 64, requires_grad=True)
+    assert base.numel() > _eager.NATIVE_MAX  # past the small inputs that keep their scaled mask
     x = base.t()  # full-shape dropout of a transposed view
     ours, y = saved_bytes(lambda x: nst.dropout(x, 0.1, seed=2), x)
     assert ours == 0  # no 1-byte-per-element mask: backward redraws it
     y.backward(torch.ones_like(y))
-    assert torch.equal(base.grad.t(), nst.dropout(torch.ones(32, 64), 0.1, seed=2))
+    assert torch.equal(base.grad.t(), nst.dropout(torch.ones(64, 128), 0.1, seed=2))
 
 
 def test_broadcast_masks_are_redrawn_not_kept():

@@ -146,7 +146,7 @@ class Noise:
 
     __slots__ = ("bits", "full", "gaussian", "j0", "mask", "scale", "seed", "shape", "stream", "t")
 
-    def __init__(self, seed, stream, shape, j0, *, t=0, scale=1.0, full=False, gaussian=False):
+    def __init__(self, seed, stream, shape, j0, t=0, scale=1.0, full=False, gaussian=False):
         self.seed, self.stream, self.shape, self.j0 = seed, stream, shape, j0
         self.t, self.scale, self.full, self.gaussian = t, scale, full, gaussian
         self.mask = self.bits = None
@@ -170,7 +170,10 @@ class Noise:
         """The noise applied to ``v`` (a plain tensor, any layout), into ``v`` itself when ``inplace``."""
         if self.gaussian:
             return self._gaussian(v, inplace)
-        y = v if inplace else torch.empty_like(v)
+        return self.into(v, v if inplace else torch.empty_like(v), inplace)
+
+    def into(self, v: Tensor, y: Tensor, inplace: bool = False) -> Tensor:
+        """The Bernoulli noise applied to ``v``, written into ``y`` (``v`` itself when ``inplace``, else its shape)."""
         n = v.numel()
         if n == 0:
             return y
@@ -182,7 +185,7 @@ class Noise:
         code = _ops.DTYPE_CODES[v.dtype]
         threads = _ops._threads(n)
         if self.mask is None:
-            if self.full and v.is_contiguous():  # then y is contiguous too
+            if self.full and v.is_contiguous() and y.is_contiguous():
                 if self.bits is not None:
                     core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, threads)
                     return y
@@ -283,10 +286,70 @@ class NoiseMul(torch.autograd.Function):
 _apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Python-side argument binding
 
 
+# ---------------------------------------------------------------------------------------------
+# small inputs: a native multiply
+
+#: Inputs of at most this many elements get their autograd from one native multiply by the scaled
+#: mask (``scale`` where kept, 0 where dropped, at the noise shape), which backward keeps: at most
+#: ``NATIVE_MAX`` elements of the input's dtype. For such inputs a Python ``autograd.Function`` (its
+#: node, its context, a Python backward) costs several times the whole draw; larger inputs keep
+#: nothing and backward redraws the mask. Set by measurement (``noiseshape bench --sweep``).
+NATIVE_MAX = 1 << 12
+_NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
+_ONES: dict = {}
+
+
+def _ones(dtype) -> Tensor:
+    ones = _ONES.get(dtype)
+    if ones is None:
+        with torch.inference_mode(False):
+            ones = _ONES[dtype] = torch.ones(NATIVE_MAX, dtype=dtype)
+    return ones
+
+
+def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
+    return (
+        not inplace
+        and not noise.gaussian
+        and noise.mask is None
+        and noise.t
+        and x.dtype in _NATIVE_DTYPES
+        and x.numel() <= NATIVE_MAX
+        and x.is_cpu
+        and not _ops.SAVE_BITS
+        and _ops.core_for(_CPU) is not None
+    )
+
+
+def _native_mul(x: Tensor, noise: Noise) -> Tensor:
+    """``x * m`` with ``m`` the scaled mask at the noise shape: torch's own multiply node carries the gradient.
+
+    ``m`` is the C core's dropout of ones (exactly ``scale`` in ``x``'s dtype where kept, 0 where
+    dropped), so gradient and tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or
+    ``nan`` in ``g`` gives ``nan`` there, as torch's dropout does). The forward values are then
+    rewritten by the C core, so a dropped ``inf`` or ``nan`` in ``x`` gives exactly 0, as everywhere.
+    """
+    core, code = _ops._core_module, _NATIVE_DTYPES[x.dtype]
+    contiguous = noise.full and x.is_contiguous()
+    m = torch.empty_like(x) if contiguous else x.new_empty(noise.shape)
+    k = m.numel()
+    if k:
+        seed, stream, j0, t, scale = noise.seed, noise.stream, noise.j0, noise.t, noise.scale
+        core.dropout(code, _ones(x.dtype).data_ptr(), m.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
+        y = torch.mul(x, m)
+        if contiguous:  # y too: the C core rewrites its memory (no autograd involved)
+            core.dropout(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
+            return y
+        return noise.into(x, y)
+    return torch.mul(x, m)
+
+
 def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     """``noise`` applied to ``x`` with autograd in every mode (reverse, forward, ``torch.func``) when it is needed."""
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        if _native_ok(x, noise, inplace):
+            return _native_mul(x, noise)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

@@ -298,8 +298,9 @@ dropout_full.register_autograd(_dropout_full_backward, setup_context=_dropout_fu
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _mask_layout(shape: tuple, x_strides: tuple, y_strides: tuple, mask_shape: tuple):
-    """The collapsed loop of ``apply_mask``: shape and element strides of x, y and the broadcast mask."""
+    """The collapsed loop of ``apply_mask``: shape and element strides of x, y and the broadcast mask (cached)."""
     from .._spec import collapse
 
     contiguous, step = [], 1

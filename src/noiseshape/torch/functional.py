@@ -398,6 +398,38 @@ def _threshold_and_scale(rate: float) -> tuple[int, float]:
     return hit
 
 
+def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
+    """Whether a training call takes :func:`_fast_drop`: plain arguments and a plain tensor, outside tracing."""
+    return (
+        type(p) is float
+        and 0.0 < p <= 1.0
+        and (seed is None or _plain_u64(seed))
+        and generator is None
+        and type(stream) is int
+        and (stream == 0 or _plain_u64(stream))
+        and type(batch_offset) is int
+        and batch_offset == 0
+        and coords is None
+        and not _coords.in_block()
+        and eager_ok(x)
+        and x.dtype in _ops.DTYPE_CODES
+    )
+
+
+def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True):
+    """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape."""
+    if noise_shape is None:
+        shape, full = x.shape, True
+    else:
+        spec, full = resolve_cached(x.shape, noise_shape, None, op)
+        shape = spec.shape
+    t, scale = _threshold_and_scale(p)
+    if seed is None:
+        seed = _eager.draw_seed(None)
+    noise = _eager.Noise(seed, stream, shape, 0, t, scale if scale_by_keep else 1.0, full)
+    return _eager.noise_mul(x, noise, inplace)
+
+
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
     """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
     t, scale = _threshold_and_scale(d.rate)
@@ -437,28 +469,9 @@ def dropout(
     >>> dropout(x, 0.5, training=False) is x
     True
     """
-    if (
-        training is True
-        and type(p) is float
-        and 0.0 < p <= 1.0
-        and noise_shape is None
-        and broadcast_dims is None
-        and seed is None
-        and generator is None
-        and type(stream) is int
-        and stream == 0
-        and type(batch_offset) is int
-        and batch_offset == 0
-        and coords is None
-        and not _coords.in_block()
-        and eager_ok(x)
-        and x.dtype in _ops.DTYPE_CODES
-    ):  # the default call: nothing to resolve or check beyond this
-        t, scale = _threshold_and_scale(p)
-        return _eager.noise_mul(
-            x, _eager.Noise(_eager.draw_seed(None), 0, x.shape, 0, t=t, scale=scale, full=True), inplace
-        )
     op = "noiseshape.torch.dropout"
+    if training is True and broadcast_dims is None and _fast(x, p, seed, stream, batch_offset, generator, coords):
+        return _fast_drop(op, x, p, noise_shape, seed, stream, inplace)
     d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
 
@@ -558,6 +571,7 @@ def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tupl
 def _spatial(dims):
     name = f"spatial_dropout{dims}d"
     layout = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
+    fast_shape = (None, None) + (1,) * dims
 
     def fn(
         x: Tensor,
@@ -573,6 +587,13 @@ def _spatial(dims):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         op = f"noiseshape.torch.{name}"
+        if (
+            training is True
+            and data_format == "channels_first"
+            and _fast(x, p, seed, stream, batch_offset, generator, coords)
+            and x.dim() == dims + 2
+        ):
+            return _fast_drop(op, x, p, fast_shape, seed, stream, inplace)
         if not training:
             check_data_format(op, data_format)
         noise_shape = spatial_noise_shape(op, x, dims, data_format) if training else None
@@ -649,6 +670,9 @@ def locked_dropout(
     return x if d is None else _drop(x, d, inplace)
 
 
+_DROP_PATH_SHAPES = [(None,) + (1,) * (r - 1) for r in range(65)]  # by rank (torch allows up to 64 axes)
+
+
 def drop_path_noise_shape(op: str, x: Tensor) -> tuple:
     """The noise shape of stochastic depth: one draw per sample."""
     _check_tensor(op, x)
@@ -679,6 +703,13 @@ def drop_path(
     True
     """
     op = "noiseshape.torch.drop_path"
+    if (
+        training is True
+        and (scale_by_keep is True or scale_by_keep is False)
+        and _fast(x, p, seed, stream, batch_offset, generator, coords)
+        and x.dim()
+    ):
+        return _fast_drop(op, x, p, _DROP_PATH_SHAPES[x.dim()], seed, stream, scale_by_keep=scale_by_keep)
     noise_shape = drop_path_noise_shape(op, x) if training else None
     d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))

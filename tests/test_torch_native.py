@@ -1,0 +1,172 @@
+"""Small inputs: autograd from one native multiply by the scaled mask (``_eager.NATIVE_MAX``).
+
+Forward values are the contract's, bit for bit (a dropped ``inf`` or ``nan`` is exactly +0); the
+gradient and the tangent are ``g * m`` with ``m`` the scaled mask, equal in value to the noise
+applied to ``g`` (a dropped position holds a zero of either sign, as torch's dropout gives).
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import noiseshape.torch as nst  # noqa: E402
+from noiseshape import _rng  # noqa: E402
+from noiseshape._spec import resolve  # noqa: E402
+from noiseshape.torch import _eager, _ops  # noqa: E402
+
+
+def reference(x, p, noise_shape=None, *, seed, stream=0):
+    """The NumPy flags broadcast over ``x``: kept values times the keep scale (in float32 or float64), dropped +0."""
+    spec = resolve(tuple(x.shape), noise_shape, None)
+    t = _rng.threshold(p)
+    flags = torch.from_numpy(_rng.keep_flags(spec.shape, seed, stream, t))
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scaled = (x.to(compute) * _rng.keep_scale(t)).to(x.dtype)
+    return torch.where(flags, scaled, torch.zeros((), dtype=x.dtype))
+
+
+def same_bits(a, b):
+    width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    assert a.dtype == b.dtype and torch.equal(a.contiguous().view(width), b.contiguous().view(width))
+
+
+SMALL_CASES = [
+    ((7, 9), None),
+    ((7, 9), (None, 1)),
+    ((2, 3, 4, 5), (None, None, 1, 1)),
+    ((4, 1, 6), (1, 1, None)),
+    ((64, 64), None),  # NATIVE_MAX elements exactly
+]
+
+
+def _saved(fn):
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = fn()
+    return y, saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("shape", "noise_shape"), SMALL_CASES)
+def test_small_inputs_get_a_native_node_and_the_contract_values(shape, noise_shape, dtype):
+    assert torch.Size(shape).numel() <= _eager.NATIVE_MAX
+    x = torch.randn(shape, dtype=dtype)
+    x.view(-1)[::5] = float("inf")
+    x.view(-1)[1::7] = float("nan")
+    x.view(-1)[2::3] *= -1
+    leaf = x.clone().requires_grad_()
+    y, saved = _saved(lambda: nst.dropout(leaf, 0.3, noise_shape, seed=11, stream=2))
+    assert type(y.grad_fn).__name__ == "MulBackward0"  # torch's own node, no Python backward
+    expected = reference(x, 0.3, noise_shape, seed=11, stream=2)
+    same_bits(y.detach(), expected)  # dropped inf / nan / negatives are exactly +0
+    # what backward keeps: the scaled mask at the noise shape, nothing else
+    mask_shape = _rng_shape(shape, noise_shape)
+    assert [tuple(t.shape) for t in saved] == [mask_shape]
+    assert saved[0].dtype == dtype
+    g = torch.randn(shape, dtype=dtype)
+    y.backward(g)
+    grad_reference = reference(g, 0.3, noise_shape, seed=11, stream=2)
+    assert torch.equal(leaf.grad, grad_reference)  # equal values (a dropped zero may carry g's sign)
+    keep = reference(torch.ones(shape, dtype=dtype), 0.3, noise_shape, seed=11, stream=2) != 0
+    assert torch.equal(leaf.grad == 0, ~keep | (g == 0))
+
+
+def _rng_shape(shape, noise_shape):
+    return tuple(resolve(tuple(shape), noise_shape, None).shape)
+
+
+def _swapped(noise_shape):
+    """The noise shape of the input with its first and last axes swapped."""
+    if noise_shape is None:
+        return None
+    entries = list(noise_shape)
+    entries[0], entries[-1] = entries[-1], entries[0]
+    return tuple(entries)
+
+
+@pytest.mark.parametrize(("shape", "noise_shape"), SMALL_CASES[:3])
+def test_native_and_recomputing_paths_agree(monkeypatch, shape, noise_shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    g = torch.randn(shape, dtype=torch.float64)
+    views = [(lambda t: t, noise_shape), (lambda t: t.transpose(0, -1), _swapped(noise_shape))]
+    results = {}
+    for native_max in (_eager.NATIVE_MAX, 0):
+        monkeypatch.setattr(_eager, "NATIVE_MAX", native_max)
+        for k, (view, spec) in enumerate(views):  # a contiguous and a transposed input
+            leaf = x.clone().requires_grad_()
+            y = nst.dropout(view(leaf), 0.4, spec, seed=5)
+            assert (type(y.grad_fn).__name__ == "MulBackward0") == bool(native_max)
+            y.backward(view(g))
+            results[native_max > 0, k] = (y.detach(), leaf.grad)
+    for k in range(2):
+        (y_native, g_native), (y_function, g_function) = results[True, k], results[False, k]
+        same_bits(y_native, y_function)
+        assert torch.equal(g_native, g_function)
+
+
+@pytest.mark.parametrize("noise_shape", [None, (None, 1)])
+def test_forward_mode_and_double_backward_on_the_native_path(noise_shape):
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    fn = lambda t: nst.dropout(t, 0.3, noise_shape, seed=2)  # noqa: E731
+    assert type(fn(x).grad_fn).__name__ == "MulBackward0"
+    assert torch.autograd.gradcheck(fn, (x,), check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    tangent = torch.randn(6, 5, dtype=torch.float64)
+    _, jvp = torch.func.jvp(fn, (x.detach(),), (tangent,))
+    assert torch.equal(jvp, fn(tangent))
+
+
+def test_module_calls_take_the_native_path_and_replay_under_checkpoint():
+    layer = nst.Dropout(0.5, seed=4)
+    x = torch.randn(8, 16, requires_grad=True)
+    y = layer(x)
+    assert type(y.grad_fn).__name__ == "MulBackward0"
+    layer2 = nst.Dropout(0.5, seed=4)
+    x2 = x.detach().clone().requires_grad_()
+    y2 = torch.utils.checkpoint.checkpoint(layer2, x2, use_reentrant=False)
+    assert torch.equal(y.detach(), y2.detach())
+    y.sum().backward()
+    y2.sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "large",
+        "float16",
+        "bfloat16",
+        "inplace",
+        "rate one",
+        "pure torch",
+    ],
+)
+def test_other_calls_keep_the_recomputing_function(monkeypatch, case):
+    shape, dtype, kwargs, p = (4, 8), torch.float32, {}, 0.3
+    if case == "large":
+        shape = (_eager.NATIVE_MAX + 1,)
+    elif case in ("float16", "bfloat16"):
+        dtype = getattr(torch, case)  # x * (scale in x's dtype) would round the scale itself
+    elif case == "inplace":
+        kwargs = {"inplace": True}
+    elif case == "rate one":
+        p = 1.0
+    else:
+        monkeypatch.setattr(_ops, "FORCE_TORCH", True)
+    leaf = torch.randn(shape, dtype=dtype, requires_grad=True)
+    x = leaf * 1.0 if case == "inplace" else leaf
+    y, saved = _saved(lambda: nst.dropout(x, p, seed=1, **kwargs))
+    assert type(y.grad_fn).__name__ != "MulBackward0"
+    assert saved == []  # nothing kept: backward redraws the mask
+    y.backward(torch.ones_like(y))
+    expected = reference(torch.ones(shape, dtype=dtype), p, seed=1)
+    assert torch.equal(leaf.grad, expected)
+
+
+def test_no_grad_calls_and_eval_do_not_build_a_mask_tensor():
+    x = torch.randn(5, 5)
+    y, saved = _saved(lambda: nst.dropout(x, 0.3, seed=3))
+    assert y.grad_fn is None and saved == []
+    t = _rng.threshold(0.3)
+    keep = torch.from_numpy(_rng.lanes(3, 0, 0, 25) < t).reshape(5, 5)
+    assert torch.equal(y == 0, ~keep | (x == 0))
