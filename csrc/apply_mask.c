@@ -24,6 +24,26 @@ typedef struct {
 static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const uint8_t *mp, int64_t i0, int64_t i1,
                      const uint8_t *ones) {
     size_t sz = c->size;
+    if (c->mi == 0 && c->xi == 1 && c->yi == 1 && c->dtype <= NS_F64) {
+        /* one mask element for the whole run: a plain scaled copy, or zeros */
+        size_t len = (size_t)(i1 - i0);
+        xp += (size_t)i0 * sz;
+        yp += (size_t)i0 * sz;
+        if (!*mp) {
+            memset(yp, 0, len * sz);
+        } else if (c->dtype == NS_F32) {
+            float sf = (float)c->scale;
+            for (size_t i = 0; i < len; i++) store_u32(yp, i, f32_bits(load_f32(xp, i) * sf));
+        } else {
+            for (size_t i = 0; i < len; i++) {
+                double p = load_f64(xp, i) * c->scale;
+                uint64_t u;
+                memcpy(&u, &p, 8);
+                store_u64(yp, i, u);
+            }
+        }
+        return;
+    }
     if (c->xi == 1 && c->yi == 1 && (c->mi == 0 || c->mi == 1)) {
         ns_apply_fn apply = c->ops->apply_bits[c->dtype];
         if (c->mi == 0 && !*mp) {

@@ -88,6 +88,32 @@ def _core(device):
     return core if core and not _ops.FORCE_TORCH else _ops.core_for(device)
 
 
+def _core_of(v: Tensor):
+    """The C core when it serves ``v`` (a CPU tensor), else None; :func:`_core` without building a device."""
+    if not v.is_cpu:
+        return None
+    core = _ops._core_module
+    return core if core and not _ops.FORCE_TORCH else _ops.core_for(_CPU)
+
+
+_CONTIGUOUS_LAYOUTS: dict = {}
+
+
+def _shaped_layout(v: Tensor, y: Tensor, mask_shape) -> tuple:
+    """``(mask elements, loop shape, x, y and mask strides)`` of a broadcast mask (cached for contiguous ones)."""
+    if v.is_contiguous() and (y is v or y.is_contiguous()):
+        k = (v.shape, mask_shape)
+        hit = _CONTIGUOUS_LAYOUTS.get(k)
+        if hit is None:
+            strides = v.stride()  # y's too (axes of length 1 aside, which the layout drops)
+            hit = (math.prod(mask_shape), *_ops._mask_layout(tuple(v.shape), strides, strides, tuple(mask_shape)))
+            if len(_CONTIGUOUS_LAYOUTS) > 4096:
+                _CONTIGUOUS_LAYOUTS.clear()
+            _CONTIGUOUS_LAYOUTS[k] = hit
+        return hit
+    return (math.prod(mask_shape), *_ops._mask_layout(tuple(v.shape), v.stride(), y.stride(), tuple(mask_shape)))
+
+
 def _signed(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
@@ -179,7 +205,7 @@ class Noise:
             return y
         if self.t == 0:
             return y.zero_()
-        core = _core(v.device)
+        core = _core_of(v)
         if core is None:
             return self._apply_ops(v, y, inplace)
         code = _ops.DTYPE_CODES[v.dtype]
@@ -200,9 +226,9 @@ class Noise:
                 return y
             shaped = getattr(core, "shaped_dropout", None)
             if shaped is not None:  # mask drawn into scratch memory and applied in one call, redrawn for backward
-                shape, xs, ys, ms = _ops._mask_layout(tuple(v.shape), v.stride(), y.stride(), tuple(self.shape))
+                k, shape, xs, ys, ms = _shaped_layout(v, y, self.shape)
                 shaped(
-                    code, v.data_ptr(), y.data_ptr(), math.prod(self.shape), self.seed, self.stream, self.j0, self.t,
+                    code, v.data_ptr(), y.data_ptr(), k, self.seed, self.stream, self.j0, self.t,
                     shape, xs, ys, ms, self.scale, threads,
                 )  # fmt: skip
                 return y

@@ -136,9 +136,15 @@ _ENTRY_TYPES = frozenset((type(None), int, type(...)))
 
 def resolve_cached(shape, noise_shape, broadcast_dims, op: str) -> tuple[NoiseSpec, bool]:
     """``resolve`` (and whether the mask is full-shape), cached per (shape, spec) for plain int entries."""
-    if torch.compiler.is_compiling():
-        cacheable = False  # a traced lookup would guard on the cache's contents
-    elif noise_shape is None:
+    if torch.compiler.is_compiling():  # a traced lookup would guard on the cache's contents
+        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
+        return spec, spec.full
+    return _resolve_eager(shape, noise_shape, broadcast_dims, op)
+
+
+def _resolve_eager(shape, noise_shape, broadcast_dims, op: str) -> tuple[NoiseSpec, bool]:
+    """:func:`resolve_cached` outside tracing."""
+    if noise_shape is None:
         cacheable = (
             broadcast_dims is None
             or type(broadcast_dims) is int
@@ -420,10 +426,10 @@ def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep
     """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape."""
     if noise_shape is None:
         shape, full = x.shape, True
-    else:
-        spec, full = resolve_cached(x.shape, noise_shape, None, op)
+    else:  # the caches read directly: _fast has ruled out tracing
+        spec, full = _resolve_eager(x.shape, noise_shape, None, op)
         shape = spec.shape
-    t, scale = _threshold_and_scale(p)
+    t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
     if seed is None:
         seed = _eager.draw_seed(None)
     noise = _eager.Noise(seed, stream, shape, 0, t, scale if scale_by_keep else 1.0, full)
