@@ -68,9 +68,15 @@ class _NoiseLayer(nn.Module):
         #: one draw shared across the batch axis (set by :func:`noiseshape.torch.mc_dropout`)
         self.share_batch = False
 
+    _op_name = "noiseshape.torch._NoiseLayer"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._op_name = f"noiseshape.torch.{cls.__name__}"
+
     @classmethod
     def _op(cls) -> str:
-        return f"noiseshape.torch.{cls.__name__}"
+        return cls._op_name
 
     def next_key(self, x: Tensor):
         """The key of a call on ``x`` (see :func:`~noiseshape.torch.functional.call_key`); advances a seeded layer.
@@ -176,14 +182,30 @@ class _Rate(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if (
+            self.seed is None
+            and not self.share_batch
+            and type(self)._noise is _Rate._noise
+            and _eager.eager_ok(x)
+            and x.dtype in _ops.DTYPE_CODES
+            and not _coords.in_block()
+        ):  # the common call: an unseeded layer on a plain tensor, outside tracing
+            spec, full = nf._resolve_eager(x.shape, *self._noise_args(x), self._op_name)
+            t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
+            noise = _eager.Noise(_eager.draw_seed(None), 0, spec.shape, 0, t, self._keep_scale(scale), full)
+            return _eager.noise_mul(x, noise, self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             nf._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
         return self._noise(x, spec, self.next_key(x), t, scale, full)
 
+    def _keep_scale(self, scale: float) -> float:
+        """The factor of kept values given the inverse keep probability ``scale``."""
+        return scale
+
     def _noise(self, x, spec, key, t, scale, full):  # not _apply: nn.Module.to() and .cuda() call that one
-        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, scale, self.inplace, full)
+        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, self._keep_scale(scale), self.inplace, full)
 
 
 class Dropout(_Rate):
@@ -320,8 +342,8 @@ class DropPath(_Rate):
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
 
-    def _noise(self, x, spec, key, t, scale, full):
-        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, scale if self.scale_by_keep else 1.0, False, full)
+    def _keep_scale(self, scale: float) -> float:
+        return scale if self.scale_by_keep else 1.0
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
