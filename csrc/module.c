@@ -210,6 +210,46 @@ static PyObject *py_pack_mask(PyObject *self, PyObject *args) {
     return mask_common(args, 1);
 }
 
+/* scaled_mask: the keep flags of n elements as float32 (dtype 0) or float64 (1) factors, scale
+ * where kept and +0 where dropped (the factor of a multiply whose gradient is the noise itself);
+ * returns how many elements are dropped.  Single-threaded: it serves small inputs. */
+static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *what = "scaled_mask";
+    int dtype;
+    unsigned long long out, seed, stream, j0;
+    long long n, t;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iKLKKKLd:scaled_mask", &dtype, &out, &n, &seed, &stream, &j0, &t, &scale))
+        return NULL;
+    if (check_n(n, what) || check_range(j0, n, what) || check_t(t, what)) return NULL;
+    if (dtype != NS_F32 && dtype != NS_F64) {
+        PyErr_Format(PyExc_ValueError, "%s: dtype code %d; give 0 (float32) or 1 (float64)", what, dtype);
+        return NULL;
+    }
+    if (check_ptr(out, n, "out_ptr", what)) return NULL;
+    int isa = active_isa;
+    char *o = (char *)(uintptr_t)out;
+    long long dropped = 0;
+    uint8_t keep[4096];
+    float sf = (float)scale;
+    for (long long i = 0; i < n; i += (long long)sizeof keep) {
+        size_t len = n - i < (long long)sizeof keep ? (size_t)(n - i) : sizeof keep;
+        ns_keep_mask(isa, keep, len, seed, stream, j0 + (unsigned long long)i, (uint32_t)t, 1);
+        for (size_t q = 0; q < len; q++) {
+            dropped += !keep[q];
+            if (dtype == NS_F32) {
+                float v = keep[q] ? sf : 0.0f;
+                memcpy(o + 4 * ((size_t)i + q), &v, 4);
+            } else {
+                double v = keep[q] ? scale : 0.0;
+                memcpy(o + 8 * ((size_t)i + q), &v, 8);
+            }
+        }
+    }
+    return PyLong_FromLongLong(dropped);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Dropout                                                                    */
 /* ------------------------------------------------------------------------- */
@@ -480,6 +520,9 @@ static PyMethodDef core_methods[] = {
      "keep_mask(out_ptr, n, seed, stream, j0, t, nthreads): uint8 keep flags (lane < t)."},
     {"pack_mask", py_pack_mask, METH_VARARGS,
      "pack_mask(out_ptr, n, seed, stream, j0, t, nthreads): bit-packed keep flags (little bit order)."},
+    {"scaled_mask", py_scaled_mask, METH_VARARGS,
+     "scaled_mask(dtype, out_ptr, n, seed, stream, j0, t, scale) -> int: keep flags as float32/float64 factors "
+     "(scale kept, +0 dropped); returns the number dropped."},
     {"dropout", py_dropout, METH_VARARGS,
      "dropout(dtype, x_ptr, y_ptr, n, seed, stream, j0, t, scale, bits_ptr, nthreads): "
      "y = keep ? x*scale : 0; also writes the packed mask when bits_ptr != 0."},

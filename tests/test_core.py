@@ -227,6 +227,24 @@ def test_masks_random(isa, n, seed, stream, j0, t, nthreads):
     np.testing.assert_array_equal(core_pack(n, seed, stream, j0, t, nthreads), np.packbits(ref, bitorder="little"))
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 4095, 4096, 4097, 10_001])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scaled_mask(isa, n, dtype):
+    # the factor of the native multiply: scale in the dtype where kept, +0 where dropped, and the dropped count
+    seed, stream, j0, t, scale = 0xFEDCBA9876543210, 3, (1 << 35) - 13, 45875, 65536 / 45875
+    keep = _rng.lanes(seed, stream, j0, n).astype(np.int64) < t
+    np_dtype = np.dtype(dtype)
+    size = n * np_dtype.itemsize
+    buf = np.full(size + 9, 0xA5, np.uint8)  # the factors written from an odd byte address
+    dropped = _core.scaled_mask(DTYPE_CODES[dtype], buf.ctypes.data + 1, n, seed, stream, j0, t, scale)
+    assert dropped == int(n - keep.sum())
+    expected = np.where(keep, np_dtype.type(scale), np_dtype.type(0))
+    assert buf[1 : size + 1].tobytes() == expected.astype(np_dtype).tobytes()
+    assert buf[0] == 0xA5 and (buf[size + 1 :] == 0xA5).all()  # nothing written outside
+    with pytest.raises(ValueError, match="float32"):
+        _core.scaled_mask(2, buf.ctypes.data, n, seed, stream, j0, t, scale)  # float16 factors: not offered
+
+
 def test_mask_probability():
     n, t = 1 << 20, 58982
     p = t / 65536

@@ -170,3 +170,12 @@ def test_no_grad_calls_and_eval_do_not_build_a_mask_tensor():
     t = _rng.threshold(0.3)
     keep = torch.from_numpy(_rng.lanes(3, 0, 0, 25) < t).reshape(5, 5)
     assert torch.equal(y == 0, ~keep | (x == 0))
+
+
+def test_nothing_dropped_skips_no_value():
+    # at a tiny rate nothing is dropped and the native multiply's values stand as they are: x * scale, bit for bit
+    x = torch.tensor([-1.5, 0.0, -0.0, 3.0, float("inf"), float("-inf"), float("nan"), 1e-40], dtype=torch.float32)
+    leaf = x.clone().requires_grad_()
+    y = nst.dropout(leaf, 1e-5, seed=0)
+    assert bool((reference(torch.ones(8), 1e-5, seed=0) != 0).all())  # this seed keeps all 8
+    same_bits(y.detach(), reference(x, 1e-5, seed=0))  # -0.0 stays -0.0, inf stays inf: kept values

@@ -22,7 +22,7 @@ from torch.autograd.function import _SingleLevelFunction
 
 from . import _ops
 
-__all__ = ["Noise", "NoiseMul", "draw_seed", "eager_ok", "keep_mask", "noise_mul", "normal"]
+__all__ = ["Noise", "NoiseMul", "bernoulli", "draw_seed", "eager_ok", "keep_mask", "noise_mul", "normal"]
 
 _CPU = torch.device("cpu")
 _U64 = (1 << 64) - 1
@@ -70,7 +70,11 @@ def draw_seed(generator: torch.Generator | None) -> int:
     ``torch.manual_seed`` and checkpoint's restore of the RNG state reproduce the seed. On CPU the
     draw goes into a reused per-thread buffer (no allocation).
     """
-    if generator is None or generator.device.type == "cpu":
+    if generator is None:
+        buf = getattr(_local, "buf", None)
+        (buf if buf is not None else _seed_buffer()).random_(_LO, _HI)
+        return int(_local.view[0]) & _U64
+    if generator.device.type == "cpu":
         _seed_buffer().random_(_LO, _HI, generator=generator)
         return int(_local.view[0]) & _U64
     drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=generator.device, generator=generator)
@@ -322,15 +326,6 @@ _apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Pytho
 #: nothing and backward redraws the mask. Set by measurement (``noiseshape bench --sweep``).
 NATIVE_MAX = 1 << 12
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
-_ONES: dict = {}
-
-
-def _ones(dtype) -> Tensor:
-    ones = _ONES.get(dtype)
-    if ones is None:
-        with torch.inference_mode(False):
-            ones = _ONES[dtype] = torch.ones(NATIVE_MAX, dtype=dtype)
-    return ones
 
 
 def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
@@ -340,34 +335,81 @@ def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
         and noise.mask is None
         and noise.t
         and x.dtype in _NATIVE_DTYPES
-        and x.numel() <= NATIVE_MAX
         and x.is_cpu
         and not _ops.SAVE_BITS
-        and _ops.core_for(_CPU) is not None
+        and hasattr(_core_of(x), "scaled_mask")
     )
 
 
 def _native_mul(x: Tensor, noise: Noise) -> Tensor:
     """``x * m`` with ``m`` the scaled mask at the noise shape: torch's own multiply node carries the gradient.
 
-    ``m`` is the C core's dropout of ones (exactly ``scale`` in ``x``'s dtype where kept, 0 where
-    dropped), so gradient and tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or
-    ``nan`` in ``g`` gives ``nan`` there, as torch's dropout does). The forward values are then
-    rewritten by the C core, so a dropped ``inf`` or ``nan`` in ``x`` gives exactly 0, as everywhere.
+    ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
+    tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
+    ``nan`` there, as torch's dropout does). When something is dropped the C core then rewrites the
+    forward values, so a dropped ``inf`` or ``nan`` in ``x`` gives exactly +0, as everywhere.
     """
     core, code = _ops._core_module, _NATIVE_DTYPES[x.dtype]
-    contiguous = noise.full and x.is_contiguous()
-    m = torch.empty_like(x) if contiguous else x.new_empty(noise.shape)
+    shape, contiguous = noise.shape, x.is_contiguous()
+    m = torch.empty_like(x if noise.full and contiguous else _template(shape, x.dtype))
     k = m.numel()
-    if k:
-        seed, stream, j0, t, scale = noise.seed, noise.stream, noise.j0, noise.t, noise.scale
-        core.dropout(code, _ones(x.dtype).data_ptr(), m.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
-        y = torch.mul(x, m)
-        if contiguous:  # y too: the C core rewrites its memory (no autograd involved)
-            core.dropout(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
-            return y
+    if not k:
+        return torch.mul(x, m)
+    seed, stream, j0, t, scale = noise.seed, noise.stream, noise.j0, noise.t, noise.scale
+    dropped = core.scaled_mask(code, m.data_ptr(), k, seed, stream, j0, t, scale)
+    y = torch.mul(x, m)
+    if not dropped:  # y is x * scale: the contract's values
+        return y
+    # the C core rewrites y's memory (no autograd involved); y is contiguous when x is
+    shaped = getattr(core, "shaped_dropout", None)
+    if not contiguous or (shaped is None and not noise.full):
         return noise.into(x, y)
-    return torch.mul(x, m)
+    if noise.full:
+        core.dropout(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
+    else:
+        _, loop, xs, ys, ms = _shaped_layout(x, y, shape)
+        shaped(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, loop, xs, ys, ms, scale, 1)
+    return y
+
+
+_TEMPLATES: dict = {}
+
+
+def _template(shape, dtype) -> Tensor:
+    """A tensor of ``shape`` and ``dtype`` to allocate like (``empty_like`` is torch's quickest allocation)."""
+    k = (shape, dtype)
+    t = _TEMPLATES.get(k)
+    if t is None:
+        if len(_TEMPLATES) > 1024:
+            _TEMPLATES.clear()
+        with torch.inference_mode(False):
+            t = _TEMPLATES[k] = torch.empty(shape, dtype=dtype)
+    return t
+
+
+def bernoulli(x: Tensor, seed: int, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
+    """Bernoulli noise of a plain eager call (mask from global index 0), the C core called directly without autograd.
+
+    The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``,
+    which it defers to when autograd, another device or an unusual layout is involved.
+    """
+    if _functorch_active() or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        return noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
+    core = _core_of(x)
+    n = x.numel()
+    if core is None or not (n and t) or not x.is_contiguous():
+        return Noise(seed, stream, shape, 0, t, scale, full).apply(x, inplace)
+    y = x if inplace else torch.empty_like(x)  # contiguous, as x is
+    code, threads = _ops.DTYPE_CODES[x.dtype], _ops._threads(n)
+    if full:
+        core.dropout(code, x.data_ptr(), y.data_ptr(), n, seed, stream, 0, t, scale, 0, threads)
+        return y
+    shaped = getattr(core, "shaped_dropout", None)
+    if shaped is None:
+        return Noise(seed, stream, shape, 0, t, scale, full).into(x, y, inplace)
+    k, loop, xs, ys, ms = _shaped_layout(x, y, shape)
+    shaped(code, x.data_ptr(), y.data_ptr(), k, seed, stream, 0, t, loop, xs, ys, ms, scale, threads)
+    return y
 
 
 def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
@@ -375,7 +417,7 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if _native_ok(x, noise, inplace):
+        if x.numel() <= NATIVE_MAX and _native_ok(x, noise, inplace):
             return _native_mul(x, noise)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

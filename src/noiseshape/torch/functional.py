@@ -432,8 +432,7 @@ def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep
     t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
     if seed is None:
         seed = _eager.draw_seed(None)
-    noise = _eager.Noise(seed, stream, shape, 0, t, scale if scale_by_keep else 1.0, full)
-    return _eager.noise_mul(x, noise, inplace)
+    return _eager.bernoulli(x, seed, stream, shape, full, t, scale if scale_by_keep else 1.0, inplace)
 
 
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:

@@ -192,8 +192,8 @@ class _Rate(_NoiseLayer):
         ):  # the common call: an unseeded layer on a plain tensor, outside tracing
             spec, full = nf._resolve_eager(x.shape, *self._noise_args(x), self._op_name)
             t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
-            noise = _eager.Noise(_eager.draw_seed(None), 0, spec.shape, 0, t, self._keep_scale(scale), full)
-            return _eager.noise_mul(x, noise, self.inplace)
+            seed = _eager.draw_seed(None)
+            return _eager.bernoulli(x, seed, 0, spec.shape, full, t, self._keep_scale(scale), self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             nf._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
