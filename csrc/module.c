@@ -210,17 +210,31 @@ static PyObject *py_pack_mask(PyObject *self, PyObject *args) {
     return mask_common(args, 1);
 }
 
+/* Whether x * 0 is not +0: x has its sign bit set, or is inf or NaN. */
+static int times_zero_not_plus_zero(int dtype, const char *x, size_t i) {
+    if (dtype == NS_F32) {
+        uint32_t u;
+        memcpy(&u, x + 4 * i, 4);
+        return (u >> 31) || (u & 0x7f800000u) == 0x7f800000u;
+    }
+    uint64_t u;
+    memcpy(&u, x + 8 * i, 8);
+    return (u >> 63) || (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+}
+
 /* scaled_mask: the keep flags of n elements as float32 (dtype 0) or float64 (1) factors, scale
- * where kept and +0 where dropped (the factor of a multiply whose gradient is the noise itself);
- * returns how many elements are dropped.  Single-threaded: it serves small inputs. */
+ * where kept and +0 where dropped (the factor of a multiply whose gradient is the noise itself).
+ * Returns how many elements are dropped; given x_ptr (n contiguous elements of the same dtype),
+ * how many dropped elements of x would not give +0 times 0 (negative, inf or NaN): the elements
+ * whose product needs rewriting.  Single-threaded: it serves small inputs. */
 static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
     (void)self;
     const char *what = "scaled_mask";
     int dtype;
-    unsigned long long out, seed, stream, j0;
+    unsigned long long out, seed, stream, j0, x = 0;
     long long n, t;
     double scale;
-    if (!PyArg_ParseTuple(args, "iKLKKKLd:scaled_mask", &dtype, &out, &n, &seed, &stream, &j0, &t, &scale))
+    if (!PyArg_ParseTuple(args, "iKLKKKLd|K:scaled_mask", &dtype, &out, &n, &seed, &stream, &j0, &t, &scale, &x))
         return NULL;
     if (check_n(n, what) || check_range(j0, n, what) || check_t(t, what)) return NULL;
     if (dtype != NS_F32 && dtype != NS_F64) {
@@ -230,14 +244,15 @@ static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
     if (check_ptr(out, n, "out_ptr", what)) return NULL;
     int isa = active_isa;
     char *o = (char *)(uintptr_t)out;
-    long long dropped = 0;
+    const char *xs = (const char *)(uintptr_t)x;
+    long long count = 0;
     uint8_t keep[4096];
     float sf = (float)scale;
     for (long long i = 0; i < n; i += (long long)sizeof keep) {
         size_t len = n - i < (long long)sizeof keep ? (size_t)(n - i) : sizeof keep;
         ns_keep_mask(isa, keep, len, seed, stream, j0 + (unsigned long long)i, (uint32_t)t, 1);
         for (size_t q = 0; q < len; q++) {
-            dropped += !keep[q];
+            if (!keep[q]) count += xs ? times_zero_not_plus_zero(dtype, xs, (size_t)i + q) : 1;
             if (dtype == NS_F32) {
                 float v = keep[q] ? sf : 0.0f;
                 memcpy(o + 4 * ((size_t)i + q), &v, 4);
@@ -247,7 +262,7 @@ static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
             }
         }
     }
-    return PyLong_FromLongLong(dropped);
+    return PyLong_FromLongLong(count);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -521,8 +536,9 @@ static PyMethodDef core_methods[] = {
     {"pack_mask", py_pack_mask, METH_VARARGS,
      "pack_mask(out_ptr, n, seed, stream, j0, t, nthreads): bit-packed keep flags (little bit order)."},
     {"scaled_mask", py_scaled_mask, METH_VARARGS,
-     "scaled_mask(dtype, out_ptr, n, seed, stream, j0, t, scale) -> int: keep flags as float32/float64 factors "
-     "(scale kept, +0 dropped); returns the number dropped."},
+     "scaled_mask(dtype, out_ptr, n, seed, stream, j0, t, scale, x_ptr=0) -> int: keep flags as float32/float64 "
+     "factors (scale kept, +0 dropped); returns the number dropped, or with x_ptr the dropped elements of x that "
+     "are negative, inf or NaN."},
     {"dropout", py_dropout, METH_VARARGS,
      "dropout(dtype, x_ptr, y_ptr, n, seed, stream, j0, t, scale, bits_ptr, nthreads): "
      "y = keep ? x*scale : 0; also writes the packed mask when bits_ptr != 0."},

@@ -328,12 +328,12 @@ NATIVE_MAX = 1 << 12
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
+def _native_ok(x: Tensor, t: int, inplace: bool) -> bool:
+    """Whether Bernoulli noise of threshold ``t`` on ``x`` (which needs autograd) takes :func:`_native_mul`."""
     return (
-        not inplace
-        and not noise.gaussian
-        and noise.mask is None
-        and noise.t
+        t != 0
+        and not inplace
+        and x.numel() <= NATIVE_MAX
         and x.dtype in _NATIVE_DTYPES
         and x.is_cpu
         and not _ops.SAVE_BITS
@@ -341,30 +341,31 @@ def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
     )
 
 
-def _native_mul(x: Tensor, noise: Noise) -> Tensor:
+def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool) -> Tensor:
     """``x * m`` with ``m`` the scaled mask at the noise shape: torch's own multiply node carries the gradient.
 
     ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
-    ``nan`` there, as torch's dropout does). When something is dropped the C core then rewrites the
-    forward values, so a dropped ``inf`` or ``nan`` in ``x`` gives exactly +0, as everywhere.
+    ``nan`` there, as torch's dropout does). Where the product of a dropped element is not +0 (``x``
+    negative, ``inf`` or ``nan`` there) the C core then rewrites the forward values: a dropped
+    element is exactly +0, as everywhere.
     """
     core, code = _ops._core_module, _NATIVE_DTYPES[x.dtype]
-    shape, contiguous = noise.shape, x.is_contiguous()
-    m = torch.empty_like(x if noise.full and contiguous else _template(shape, x.dtype))
+    contiguous = x.is_contiguous()
+    m = torch.empty_like(x if full and contiguous else _template(shape, x.dtype))
     k = m.numel()
     if not k:
         return torch.mul(x, m)
-    seed, stream, j0, t, scale = noise.seed, noise.stream, noise.j0, noise.t, noise.scale
-    dropped = core.scaled_mask(code, m.data_ptr(), k, seed, stream, j0, t, scale)
+    plain = full and contiguous  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
+    to_rewrite = core.scaled_mask(code, m.data_ptr(), k, seed, stream, j0, t, scale, x.data_ptr() if plain else 0)
     y = torch.mul(x, m)
-    if not dropped:  # y is x * scale: the contract's values
+    if not to_rewrite:  # y holds the contract's values
         return y
     # the C core rewrites y's memory (no autograd involved); y is contiguous when x is
     shaped = getattr(core, "shaped_dropout", None)
-    if not contiguous or (shaped is None and not noise.full):
-        return noise.into(x, y)
-    if noise.full:
+    if not contiguous or (shaped is None and not full):
+        return Noise(seed, stream, shape, j0, t, scale, full).into(x, y)
+    if full:
         core.dropout(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
     else:
         _, loop, xs, ys, ms = _shaped_layout(x, y, shape)
@@ -393,8 +394,12 @@ def bernoulli(x: Tensor, seed: int, stream: int, shape, full: bool, t: int, scal
     The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``,
     which it defers to when autograd, another device or an unusual layout is involved.
     """
-    if _functorch_active() or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        return noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
+    if _functorch_active():
+        return NoiseMul.apply(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        if _native_ok(x, t, inplace):
+            return _native_mul(x, seed, stream, shape, 0, t, scale, full)
+        return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
     core = _core_of(x)
     n = x.numel()
     if core is None or not (n and t) or not x.is_contiguous():
@@ -417,7 +422,8 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if x.numel() <= NATIVE_MAX and _native_ok(x, noise, inplace):
-            return _native_mul(x, noise)
+        if not noise.gaussian and noise.mask is None and _native_ok(x, noise.t, inplace):
+            n = noise
+            return _native_mul(x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

@@ -422,12 +422,17 @@ def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
     )
 
 
-def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True):
-    """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape."""
+def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False):
+    """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape.
+
+    ``own_shape``: the noise shape is one of the library's own tuples of ``None`` and ``1`` (no type
+    check needed before the cache lookup). The caches are read directly: :func:`_fast` ruled out tracing.
+    """
     if noise_shape is None:
         shape, full = x.shape, True
-    else:  # the caches read directly: _fast has ruled out tracing
-        spec, full = _resolve_eager(x.shape, noise_shape, None, op)
+    else:
+        hit = _SPECS.get((x.shape, noise_shape, None)) if own_shape else None
+        spec, full = hit or _resolve_eager(x.shape, noise_shape, None, op)
         shape = spec.shape
     t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
     if seed is None:
@@ -577,6 +582,7 @@ def _spatial(dims):
     name = f"spatial_dropout{dims}d"
     layout = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
     fast_shape = (None, None) + (1,) * dims
+    op = f"noiseshape.torch.{name}"
 
     def fn(
         x: Tensor,
@@ -591,14 +597,13 @@ def _spatial(dims):
         coords: Coords | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        op = f"noiseshape.torch.{name}"
         if (
             training is True
             and data_format == "channels_first"
             and _fast(x, p, seed, stream, batch_offset, generator, coords)
             and x.dim() == dims + 2
         ):
-            return _fast_drop(op, x, p, fast_shape, seed, stream, inplace)
+            return _fast_drop(op, x, p, fast_shape, seed, stream, inplace, own_shape=True)
         if not training:
             check_data_format(op, data_format)
         noise_shape = spatial_noise_shape(op, x, dims, data_format) if training else None
@@ -714,7 +719,8 @@ def drop_path(
         and _fast(x, p, seed, stream, batch_offset, generator, coords)
         and x.dim()
     ):
-        return _fast_drop(op, x, p, _DROP_PATH_SHAPES[x.dim()], seed, stream, scale_by_keep=scale_by_keep)
+        shape = _DROP_PATH_SHAPES[x.dim()]
+        return _fast_drop(op, x, p, shape, seed, stream, scale_by_keep=scale_by_keep, own_shape=True)
     noise_shape = drop_path_noise_shape(op, x) if training else None
     d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
