@@ -3,7 +3,8 @@
 Every op is a :func:`torch.library.custom_op` with a fake (meta) kernel and, where it is
 differentiable, a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through
 it. Seeds travel as an int64 tensor ``key = [seed, stream]`` (64-bit values as bit patterns), so no
-host synchronisation happens in traced code.
+host synchronisation happens in traced code. (``noiseshape::stream_key``, a seeded layer's key read
+in traced code, lives with the checkpoint handling in :mod:`._replay`.)
 
 These ops serve traced code (``torch.compile``, ``torch.export``, fake and meta tensors); eager calls
 take :mod:`._eager`, which calls the same kernels without the dispatcher. What backward keeps here:

@@ -16,7 +16,12 @@ checkpointed segment and whether that is the segment's forward or its recomputat
   may run several times in one segment; segments recompute in any order, each from its own log),
   once per backward pass (keyed by the graph task), and the counter does not move.
 
-Under ``torch.compile`` none of this runs: the traced graph recomputes from the key it saved.
+Under ``torch.compile`` none of this runs: dynamo traces the segment once, and AOTAutograd's
+partitioner decides what backward recomputes. It would recompute the key from the ``rng_key``
+buffer, which by then holds the forward's bumped counter. So traced code reads the key through
+:func:`stream_key`, an op that checkpoint's caching mode (the one that tags the traced nodes of a
+segment as recomputable) tags as saved instead: backward uses the key the forward drew with, a
+2-element tensor per call.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import types
 
 import torch
 
-__all__ = ["take_stream"]
+__all__ = ["stream_key", "take_stream"]
 
 _LOG = "_noiseshape_streams"
 _CURSORS = "_noiseshape_replay"
@@ -107,3 +112,45 @@ def take_stream(layer, advance) -> int:
     for seg in forwards:  # segments entered in this run (nested checkpoints) replay it later
         _log(seg).setdefault(id(layer), []).append(stream)
     return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# traced code (torch.compile)
+
+
+@torch.library.custom_op("noiseshape::stream_key", mutates_args=())
+def stream_key(rng_key: torch.Tensor) -> torch.Tensor:
+    """A copy of a seeded layer's ``rng_key``: the key of its current call, kept (not recomputed) by checkpoint."""
+    return rng_key.clone()
+
+
+@stream_key.register_fake
+def _(rng_key):
+    return torch.empty_like(rng_key)
+
+
+def _must_save(ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE
+
+
+def _key_is_saved(mode, func, types, args, kwargs):
+    """``stream_key`` under checkpoint's caching mode: the mode's own handling, with the policy "must save"."""
+    policy = mode.policy_fn
+    mode.policy_fn = _must_save
+    try:
+        return mode.__torch_dispatch__(func, types, args, kwargs)
+    finally:
+        mode.policy_fn = policy
+
+
+def _register_saving() -> None:
+    from torch.utils import checkpoint as ck
+
+    caching = getattr(ck, "_CachingTorchDispatchMode", None)  # torch 2.13; the compile tests pin it
+    if caching is not None:
+        torch.library.register_torch_dispatch("noiseshape::stream_key", caching, _key_is_saved)
+
+
+_register_saving()

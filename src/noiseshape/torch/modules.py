@@ -82,7 +82,8 @@ class _NoiseLayer(nn.Module):
         """The key of a call on ``x`` (see :func:`~noiseshape.torch.functional.call_key`); advances a seeded layer.
 
         On the eager path a seeded layer's call inside a checkpointed segment is matched to its
-        forward, so a recomputation draws the forward's masks (see :mod:`._replay`).
+        forward, so a recomputation draws the forward's masks (see :mod:`._replay`); under
+        ``torch.compile`` the key is read through :func:`._replay.stream_key`, which checkpoint saves.
         """
         if _eager.eager_ok(x):
             if self.seed is None:
@@ -92,7 +93,7 @@ class _NoiseLayer(nn.Module):
             return nf.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
             return _ops.make_key(int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
-        key = self.rng_key.clone()
+        key = _replay.stream_key(self.rng_key) if torch.compiler.is_compiling() else self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
 
