@@ -163,6 +163,26 @@ def test_other_calls_keep_the_recomputing_function(monkeypatch, case):
     assert torch.equal(leaf.grad, expected)
 
 
+@pytest.mark.parametrize(
+    ("shape", "noise_shape", "native"),
+    [
+        ((1024, 16), (None, 1), True),  # 16384 elements, a mask of 1024: kept at the mask's size
+        ((4096, 16), (None, 1), True),  # NATIVE_MAX_BROADCAST elements
+        ((4097, 16), (None, 1), False),  # past it: nothing kept, backward redraws
+        ((2, 8192), (1, None), False),  # a reduced mask larger than NATIVE_MAX
+    ],
+)
+def test_broadcast_masks_of_mid_size_inputs(shape, noise_shape, native):
+    leaf = torch.randn(shape, requires_grad=True)
+    y, saved = _saved(lambda: nst.dropout(leaf, 0.2, noise_shape, seed=8))
+    mask_shape = _rng_shape(shape, noise_shape)
+    assert (type(y.grad_fn).__name__ == "MulBackward0") == native
+    assert [tuple(t.shape) for t in saved] == ([mask_shape] if native else [])
+    same_bits(y.detach(), reference(leaf.detach(), 0.2, noise_shape, seed=8))
+    y.backward(torch.ones(shape))
+    assert torch.equal(leaf.grad, reference(torch.ones(shape), 0.2, noise_shape, seed=8))
+
+
 def test_no_grad_calls_and_eval_do_not_build_a_mask_tensor():
     x = torch.randn(5, 5)
     y, saved = _saved(lambda: nst.dropout(x, 0.3, seed=3))

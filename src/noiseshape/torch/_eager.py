@@ -322,18 +322,21 @@ _apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Pytho
 #: Inputs of at most this many elements get their autograd from one native multiply by the scaled
 #: mask (``scale`` where kept, 0 where dropped, at the noise shape), which backward keeps: at most
 #: ``NATIVE_MAX`` elements of the input's dtype. For such inputs a Python ``autograd.Function`` (its
-#: node, its context, a Python backward) costs several times the whole draw; larger inputs keep
-#: nothing and backward redraws the mask. Set by measurement (``noiseshape bench --sweep``).
+#: node, its context, a Python backward) costs more than the whole draw; larger inputs keep nothing
+#: and backward redraws the mask. Set by measurement (``noiseshape bench --sweep``).
 NATIVE_MAX = 1 << 12
+#: A reduced mask of at most ``NATIVE_MAX`` elements takes the native multiply up to this input size.
+NATIVE_MAX_BROADCAST = 1 << 16
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_ok(x: Tensor, t: int, inplace: bool) -> bool:
-    """Whether Bernoulli noise of threshold ``t`` on ``x`` (which needs autograd) takes :func:`_native_mul`."""
+def _native_ok(x: Tensor, t: int, inplace: bool, shape, full: bool) -> bool:
+    """Whether Bernoulli noise (threshold ``t``, mask ``shape``) of ``x`` needing autograd takes :func:`_native_mul`."""
+    n = x.numel()
     return (
         t != 0
         and not inplace
-        and x.numel() <= NATIVE_MAX
+        and (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
         and x.dtype in _NATIVE_DTYPES
         and x.is_cpu
         and not _ops.SAVE_BITS
@@ -397,7 +400,7 @@ def bernoulli(x: Tensor, seed: int, stream: int, shape, full: bool, t: int, scal
     if _functorch_active():
         return NoiseMul.apply(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if _native_ok(x, t, inplace):
+        if _native_ok(x, t, inplace, shape, full):
             return _native_mul(x, seed, stream, shape, 0, t, scale, full)
         return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
     core = _core_of(x)
@@ -422,7 +425,7 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if not noise.gaussian and noise.mask is None and _native_ok(x, noise.t, inplace):
+        if not noise.gaussian and noise.mask is None and _native_ok(x, noise.t, inplace, noise.shape, noise.full):
             n = noise
             return _native_mul(x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
         return _apply_function(x, noise, inplace)
