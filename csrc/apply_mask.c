@@ -174,3 +174,50 @@ void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *ma
     else
         ns_parallel_for(mask_apply_range, &c, c.inner, 64, 0, nt);
 }
+
+/* Whether the factor at element i (of dtype NS_F32 or NS_F64) is zero. */
+static int factor_is_zero(int dtype, const char *m, int64_t i) {
+    if (dtype == NS_F32) return load_f32(m, (size_t)i) == 0.0f;
+    return load_f64(m, (size_t)i) == 0.0;
+}
+
+void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t *shape, const int64_t *y_strides,
+                     const int64_t *m_strides) {
+    size_t sz = ns_dtype_size(dtype);
+    int64_t rows = 1, inner = 1, yi = 1, mi = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) return;
+    }
+    if (ndim > 0) {
+        inner = shape[ndim - 1];
+        yi = y_strides[ndim - 1];
+        mi = m_strides[ndim - 1];
+        for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
+    }
+    int64_t idx[NS_MAX_DIMS] = {0};
+    int64_t oy = 0, om = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        char *yp = (char *)y + (ptrdiff_t)oy * (ptrdiff_t)sz;
+        const char *mp = (const char *)m + (ptrdiff_t)om * (ptrdiff_t)sz;
+        if (mi == 0) { /* one factor for the whole row */
+            if (factor_is_zero(dtype, mp, 0)) {
+                if (yi == 1)
+                    memset(yp, 0, (size_t)inner * sz);
+                else
+                    for (int64_t i = 0; i < inner; i++) memset(yp + (ptrdiff_t)(i * yi) * (ptrdiff_t)sz, 0, sz);
+            }
+        } else {
+            for (int64_t i = 0; i < inner; i++)
+                if (factor_is_zero(dtype, mp, i * mi)) memset(yp + (ptrdiff_t)(i * yi) * (ptrdiff_t)sz, 0, sz);
+        }
+        for (int d = ndim - 2; d >= 0; d--) { /* odometer over the outer axes */
+            oy += y_strides[d];
+            om += m_strides[d];
+            if (++idx[d] < shape[d]) break;
+            oy -= y_strides[d] * shape[d];
+            om -= m_strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+

@@ -70,6 +70,11 @@ void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *ma
                    const int64_t *x_strides, const int64_t *y_strides, const int64_t *m_strides, double scale,
                    int nthreads);
 
+/* y[idx] = +0 wherever the factor m[idx] is 0 (y and m of dtype NS_F32 or NS_F64, m broadcast by
+ * its strides); other elements are left as they are.  Single-threaded. */
+void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t *shape, const int64_t *y_strides,
+                     const int64_t *m_strides);
+
 /* Standard normal variates j0 .. j0 + n - 1 (Box-Muller); out_dtype NS_F32 or NS_F64. */
 void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
                int nthreads);

@@ -307,55 +307,104 @@ static PyObject *py_apply_bits(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
-    (void)self;
-    int dtype;
-    unsigned long long x, y, mask;
-    PyObject *shape_o, *xs_o, *ys_o, *ms_o;
-    double scale;
-    long long nthreads;
-    if (!PyArg_ParseTuple(args, "iKKKOOOOdL:apply_mask", &dtype, &x, &y, &mask, &shape_o, &xs_o, &ys_o, &ms_o, &scale,
-                          &nthreads))
-        return NULL;
-    if (check_dtype(dtype, "apply_mask")) return NULL;
-    int64_t shape[NS_MAX_DIMS], xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
-    Py_ssize_t nd, nx, ny, nm;
-    if (read_int64s(shape_o, shape, &nd, "shape", "apply_mask") || read_int64s(xs_o, xs, &nx, "x_strides", "apply_mask") ||
-        read_int64s(ys_o, ys, &ny, "y_strides", "apply_mask") || read_int64s(ms_o, ms, &nm, "m_strides", "apply_mask"))
-        return NULL;
-    if (nx != nd || ny != nd || nm != nd) {
-        PyErr_Format(PyExc_ValueError, "apply_mask: shape has %zd axes but the strides have %zd, %zd and %zd", nd, nx,
-                     ny, nm);
-        return NULL;
+/* Reads a loop shape and k stride tuples, in elements (apply_mask: x, y and mask; zero_dropped: y
+ * and factors), and checks them: equal lengths, sizes that fit, strides in range.  *total gets the
+ * element count.  Returns -1 with an exception set. */
+static int read_layout(PyObject *shape_o, PyObject *const *strides_o, const char *const *names, int k,
+                       int64_t *shape, int64_t strides[][NS_MAX_DIMS], Py_ssize_t *nd, long long *total,
+                       const char *what) {
+    if (read_int64s(shape_o, shape, nd, "shape", what)) return -1;
+    for (int s = 0; s < k; s++) {
+        Py_ssize_t ns;
+        if (read_int64s(strides_o[s], strides[s], &ns, names[s], what)) return -1;
+        if (ns != *nd) {
+            PyErr_Format(PyExc_ValueError, "%s: shape has %zd axes but %s has %zd", what, *nd, names[s], ns);
+            return -1;
+        }
     }
     /* the element count must fit in int64 and no offset may overflow */
-    long long total = 1;
-    for (Py_ssize_t d = 0; d < nd; d++) {
+    *total = 1;
+    for (Py_ssize_t d = 0; d < *nd; d++) {
         if (shape[d] < 0) {
-            PyErr_Format(PyExc_ValueError, "apply_mask: shape[%zd] is %lld; sizes cannot be negative", d,
+            PyErr_Format(PyExc_ValueError, "%s: shape[%zd] is %lld; sizes cannot be negative", what, d,
                          (long long)shape[d]);
-            return NULL;
+            return -1;
         }
-        if (shape[d] == 0) total = 0;
-        if (total && shape[d] > (long long)(PY_SSIZE_T_MAX / 8) / total) {
-            PyErr_SetString(PyExc_ValueError, "apply_mask: the shape has too many elements");
-            return NULL;
+        if (shape[d] == 0) *total = 0;
+        if (*total && shape[d] > (long long)(PY_SSIZE_T_MAX / 8) / *total) {
+            PyErr_Format(PyExc_ValueError, "%s: the shape has too many elements", what);
+            return -1;
         }
-        total *= shape[d];
+        *total *= shape[d];
         const int64_t lim = (int64_t)1 << 48;
-        if (xs[d] > lim || xs[d] < -lim || ys[d] > lim || ys[d] < -lim || ms[d] > lim || ms[d] < -lim) {
-            PyErr_Format(PyExc_ValueError, "apply_mask: a stride of axis %zd is out of range", d);
-            return NULL;
+        for (int s = 0; s < k; s++) {
+            if (strides[s][d] > lim || strides[s][d] < -lim) {
+                PyErr_Format(PyExc_ValueError, "%s: a stride of axis %zd is out of range", what, d);
+                return -1;
+            }
         }
     }
-    if (check_ptr(x, total, "x_ptr", "apply_mask") || check_ptr(y, total, "y_ptr", "apply_mask") ||
-        check_ptr(mask, total, "mask_ptr", "apply_mask"))
+    return 0;
+}
+
+static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *what = "apply_mask";
+    int dtype;
+    unsigned long long x, y, mask;
+    PyObject *shape_o, *st[3];
+    double scale;
+    long long nthreads;
+    if (!PyArg_ParseTuple(args, "iKKKOOOOdL:apply_mask", &dtype, &x, &y, &mask, &shape_o, &st[0], &st[1], &st[2],
+                          &scale, &nthreads))
+        return NULL;
+    if (check_dtype(dtype, what)) return NULL;
+    static const char *const names[3] = {"x_strides", "y_strides", "m_strides"};
+    int64_t shape[NS_MAX_DIMS], strides[3][NS_MAX_DIMS];
+    Py_ssize_t nd;
+    long long total;
+    if (read_layout(shape_o, st, names, 3, shape, strides, &nd, &total, what)) return NULL;
+    if (check_ptr(x, total, "x_ptr", what) || check_ptr(y, total, "y_ptr", what) ||
+        check_ptr(mask, total, "mask_ptr", what))
         return NULL;
     if (total == 0) Py_RETURN_NONE;
     int isa = active_isa;
     Py_BEGIN_ALLOW_THREADS
     ns_apply_mask(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, (const uint8_t *)(uintptr_t)mask,
-                  (int)nd, shape, xs, ys, ms, scale, clamp_threads(nthreads));
+                  (int)nd, shape, strides[0], strides[1], strides[2], scale, clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* zero_dropped: y = +0 where the broadcast factors (float32 or float64, as y) are 0; the rest of y
+ * untouched.  After a native multiply by the scaled mask it turns -0 and NaN (x negative, inf or
+ * NaN where dropped) into the contract's +0. */
+static PyObject *py_zero_dropped(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *what = "zero_dropped";
+    int dtype;
+    unsigned long long y, m;
+    PyObject *shape_o, *st[2];
+    if (!PyArg_ParseTuple(args, "iKKOOO:zero_dropped", &dtype, &y, &m, &shape_o, &st[0], &st[1])) return NULL;
+    if (dtype != NS_F32 && dtype != NS_F64) {
+        PyErr_Format(PyExc_ValueError, "%s: dtype code %d; give 0 (float32) or 1 (float64)", what, dtype);
+        return NULL;
+    }
+    static const char *const names[2] = {"y_strides", "m_strides"};
+    int64_t shape[NS_MAX_DIMS], strides[2][NS_MAX_DIMS];
+    Py_ssize_t nd;
+    long long total;
+    if (read_layout(shape_o, st, names, 2, shape, strides, &nd, &total, what)) return NULL;
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        if (strides[0][d] < 0 || strides[1][d] < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: the strides of axis %zd are negative", what, d);
+            return NULL;
+        }
+    }
+    if (check_ptr(y, total, "y_ptr", what) || check_ptr(m, total, "m_ptr", what)) return NULL;
+    if (total == 0) Py_RETURN_NONE;
+    Py_BEGIN_ALLOW_THREADS
+    ns_zero_dropped(dtype, (void *)(uintptr_t)y, (const void *)(uintptr_t)m, (int)nd, shape, strides[0], strides[1]);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -535,6 +584,9 @@ static PyMethodDef core_methods[] = {
      "keep_mask(out_ptr, n, seed, stream, j0, t, nthreads): uint8 keep flags (lane < t)."},
     {"pack_mask", py_pack_mask, METH_VARARGS,
      "pack_mask(out_ptr, n, seed, stream, j0, t, nthreads): bit-packed keep flags (little bit order)."},
+    {"zero_dropped", py_zero_dropped, METH_VARARGS,
+     "zero_dropped(dtype, y_ptr, m_ptr, shape, y_strides, m_strides): y = +0 where the broadcast factors m "
+     "(float32/float64) are 0."},
     {"scaled_mask", py_scaled_mask, METH_VARARGS,
      "scaled_mask(dtype, out_ptr, n, seed, stream, j0, t, scale, x_ptr=0) -> int: keep flags as float32/float64 "
      "factors (scale kept, +0 dropped); returns the number dropped, or with x_ptr the dropped elements of x that "

@@ -255,6 +255,45 @@ def test_scaled_mask(isa, n, dtype):
         _core.scaled_mask(2, buf.ctypes.data, n, seed, stream, j0, t, scale)  # float16 factors: not offered
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("shape", "mshape", "transpose"),
+    [
+        ((7, 9), (7, 9), False),
+        ((7, 9), (7, 1), False),
+        ((4, 3, 5), (1, 3, 1), False),
+        ((6, 8), (6, 8), True),
+        ((5,), (5,), False),
+    ],
+)
+def test_zero_dropped(dtype, shape, mshape, transpose):
+    # y = +0 where the broadcast factor is 0 (turning -0 and NaN into +0), every other element untouched
+    rng = np.random.default_rng(3)
+    np_dtype = np.dtype(dtype)
+    y = rng.standard_normal(shape).astype(np_dtype)
+    y.flat[::4] = -0.0
+    y.flat[1::5] = np.nan
+    m = np.where(rng.random(mshape) < 0.4, 0, 1.25).astype(np_dtype)
+    if transpose:  # a y laid out transposed, factors contiguous
+        y = np.asfortranarray(y)
+    before = y.copy()
+    size = np_dtype.itemsize
+    mstrides = tuple(0 if n == 1 else s // size for n, s in zip(mshape, m.strides))
+    _core.zero_dropped(
+        DTYPE_CODES[dtype], y.ctypes.data, m.ctypes.data, shape, tuple(s // size for s in y.strides), mstrides
+    )
+    dropped = np.broadcast_to(m == 0, shape)
+    expected = np.where(dropped, np_dtype.type(0), before)
+    bits = f"u{size}"
+    np.testing.assert_array_equal(y.view(bits), expected.astype(np_dtype).view(bits))
+    with pytest.raises(ValueError, match="float32"):
+        _core.zero_dropped(2, y.ctypes.data, m.ctypes.data, shape, (1,) * len(shape), (1,) * len(shape))
+    with pytest.raises(ValueError, match="negative"):
+        _core.zero_dropped(0, y.ctypes.data, m.ctypes.data, shape, (-1,) * len(shape), (1,) * len(shape))
+    with pytest.raises(ValueError, match="axes"):
+        _core.zero_dropped(0, y.ctypes.data, m.ctypes.data, shape, (1,) * (len(shape) + 1), (1,) * len(shape))
+
+
 def test_mask_probability():
     n, t = 1 << 20, 58982
     p = t / 65536

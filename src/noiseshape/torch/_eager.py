@@ -340,7 +340,7 @@ def _native_ok(x: Tensor, t: int, inplace: bool, shape, full: bool) -> bool:
         and x.dtype in _NATIVE_DTYPES
         and x.is_cpu
         and not _ops.SAVE_BITS
-        and hasattr(_core_of(x), "scaled_mask")
+        and hasattr(_core_of(x), "zero_dropped")
     )
 
 
@@ -349,8 +349,8 @@ def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale
 
     ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
-    ``nan`` there, as torch's dropout does). Where the product of a dropped element is not +0 (``x``
-    negative, ``inf`` or ``nan`` there) the C core then rewrites the forward values: a dropped
+    ``nan`` there, as torch's dropout does). Where the product of a dropped element may not be +0
+    (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
     element is exactly +0, as everywhere.
     """
     core, code = _ops._core_module, _NATIVE_DTYPES[x.dtype]
@@ -364,15 +364,9 @@ def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale
     y = torch.mul(x, m)
     if not to_rewrite:  # y holds the contract's values
         return y
-    # the C core rewrites y's memory (no autograd involved); y is contiguous when x is
-    shaped = getattr(core, "shaped_dropout", None)
-    if not contiguous or (shaped is None and not full):
-        return Noise(seed, stream, shape, j0, t, scale, full).into(x, y)
-    if full:
-        core.dropout(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, scale, 0, 1)
-    else:
-        _, loop, xs, ys, ms = _shaped_layout(x, y, shape)
-        shaped(code, x.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, loop, xs, ys, ms, scale, 1)
+    # the C core zeroes y's dropped elements in place (no autograd involved)
+    _, loop, _, ys, ms = _shaped_layout(x, y, shape)
+    core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
     return y
 
 
