@@ -396,7 +396,7 @@ static PyObject *py_gaussian_add(PyObject *self, PyObject *args) {
     const char *what = "gaussian_add";
     if (check_dtype(dtype, what) || check_n(n, what) || check_range(j0, n, what) || check_ptr(y, n, "y_ptr", what))
         return NULL;
-    if (x == 0 && dtype != NS_F32 && dtype != NS_F64) {
+    if (n > 0 && x == 0 && dtype != NS_F32 && dtype != NS_F64) {
         PyErr_Format(PyExc_ValueError, "%s: without x_ptr the dtype is %d; use 0 (float32) or 1 (float64)", what,
                      dtype);
         return NULL;
