@@ -1,7 +1,7 @@
 """The eager path of ``gaussian_noise``: one ``_core.gaussian_add`` call (its kernel: ``test_core``).
 
-The oracle is NumPy arithmetic on the variates of the contract: ``z`` from ``_core.normal`` on the
-scalar path (which ``test_normal_math`` checks against the libm formula, and which is checked here
+The oracle is NumPy arithmetic on the variates of the contract: ``z`` from ``_core.normal`` (which
+``test_normal_math`` checks against the libm formula on every path, and which is checked here
 against ``_rng.normals``), then ``x + float32(z) * float32(stddev)`` rounded in the dtype as the
 torch expression ``x + z.float() * stddev`` rounds (float64 in float64; float16 and bfloat16 add
 in float32 and round the sum). Results must be bit for bit that, on every ISA path.
@@ -21,14 +21,9 @@ DTYPES = list(CODES)
 
 
 def variates(seed, stream, j0, n, double):
-    """The contract's variates from the core's scalar path, checked against the NumPy reference."""
-    before = _core.isa()
-    _core.set_isa("scalar")
-    try:
-        z = np.empty(n, np.float64)
-        _core.normal(z.ctypes.data, 1, n, seed, stream, j0, 1)
-    finally:
-        _core.set_isa(before)
+    """The contract's variates as the core draws them (the same on every ISA path: test_normal_math)."""
+    z = np.empty(n, np.float64)
+    _core.normal(z.ctypes.data, 1, n, seed, stream, j0, 1)
     np.testing.assert_allclose(z, _rng.normals(seed, stream, j0, n), rtol=1e-12, atol=0)
     return z if double else z.astype(np.float32)
 
