@@ -36,26 +36,27 @@ def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: 
 
     ``x`` takes the eager path (:func:`._eager.eager_ok`); ``full`` says whether ``shape`` is ``x``'s shape.
     """
-    double = x.dtype == _f64
-    core = _eager._core(x.device)
-    if core is None:  # other devices, or the pure-torch contract when forced
-        return _combine(x, _eager.normal(seed, stream, tuple(shape), j0, double, x.device) * stddev)
-    n = x.numel()
-    if (
-        full
-        and not (x.requires_grad and _grad_enabled())
-        and _forward_ad._current_level < 0
-        and not _functorch_active()
-        and x.is_contiguous()
-    ):
-        y = torch.empty_like(x)
-        if n:
-            code = _ops.DTYPE_CODES[x.dtype]
-            core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
-        return y
-    with _eager._plain():
-        noise = torch.empty(shape, dtype=_f64 if double else _f32)
+    core = _ops._core_module
+    if not (core and x.is_cpu and not _ops.FORCE_TORCH):
+        core = _eager._core(x.device)
+        if core is None:  # other devices, or the pure-torch contract when forced
+            noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
+            return _combine(x, noise * stddev)
+    plain = not _functorch_active()
+    if full and plain and x.is_contiguous():
+        if not (x.requires_grad and _grad_enabled()) and _forward_ad._current_level < 0:
+            y = torch.empty_like(x)  # contiguous, like x
+            n = y.numel()
+            if n:
+                code = _ops.DTYPE_CODES[x.dtype]
+                core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
+            return y
+        noise = torch.empty_like(x, dtype=_f64 if x.dtype == _f64 else _f32)
+    else:
+        with _eager._plain():
+            noise = torch.empty(shape, dtype=_f64 if x.dtype == _f64 else _f32)
     m = noise.numel()
     if m:
-        core.gaussian_add(1 if double else 0, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
+        double = 1 if noise.dtype == _f64 else 0
+        core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
     return _combine(x, noise)
