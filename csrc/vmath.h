@@ -111,8 +111,12 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
 
 /* The atanh and cos polynomials each run as two stages of Horner steps: the first stage takes
  * coefficients 1 .. split - 1, the second the rest. */
+#ifndef NS_BM_LN_SPLIT
 #define NS_BM_LN_SPLIT 5
+#endif
+#ifndef NS_BM_COS_SPLIT
 #define NS_BM_COS_SPLIT 5
+#endif
 
 /*
  * The steps of ns_box_muller on the 4 n word pairs at p (8 words per 4 pairs: a0 c0 a1 c1 ...),
@@ -129,14 +133,16 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
  */
 NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout, size_t n) {
     enum { NV = NS_BM_BLOCK / 4 };
-    NS_ALIGN64 __m256d e[NV], f[NV], s[NV], z[NV], t[NV], rad[NV], kr[NV], r[NV], w[NV], poly[NV];
+    NS_ALIGN64 __m256d e[NV], f[NV], z[NV], t[NV], s[NV], kr[NV], r[NV], w[NV], poly[NV];
     const __m256d one = _mm256_set1_pd(1.0), sign = _mm256_set1_pd(-0.0);
-    const __m256i lo_words = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7), hi_words = _mm256_setr_epi32(1, 3, 5, 7, 0, 2, 4, 6);
-    const __m256i bias = _mm256_set1_epi32((int)0x80000000u);
-    for (size_t v = 0; v < n; v++) { /* ln: u1 = 2^e m, f = m - 1 */
-        __m256i sa = _mm256_xor_si256(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)p + v), lo_words),
-                                      bias); /* word - 2^31, signed */
-        __m256d a = _mm256_add_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(sa)), _mm256_set1_pd(0x1p31));
+    for (size_t v = 0; v < n; v++) { /* the reductions: u1 = 2^e m, f = m - 1; x = 2 pi u2 = k pi / 2 + r */
+        /* the 64-bit lane q holds a | c << 32; (2^52 + a) - 2^52 = a exactly, likewise c */
+        __m256i ac = _mm256_loadu_si256((const __m256i *)p + v);
+        __m256i lo32 = _mm256_set1_epi64x(0xFFFFFFFFll), magic = _mm256_set1_epi64x(0x4330000000000000ll);
+        __m256d a = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(ac, lo32), magic)),
+                                  _mm256_set1_pd(0x1p52));
+        __m256d c = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(ac, 32), magic)),
+                                  _mm256_set1_pd(0x1p52));
         __m256d u1 = _mm256_mul_pd(_mm256_add_pd(a, _mm256_set1_pd(0.5)), _mm256_set1_pd(0x1p-32));
         __m256i bits = _mm256_castpd_si256(u1);
         __m256d m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFll)),
@@ -148,37 +154,7 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), big);
         e[v] = _mm256_blendv_pd(ev, _mm256_add_pd(ev, one), big);
         f[v] = _mm256_sub_pd(m, one);
-    }
-    for (size_t v = 0; v < n; v++) { /* s = f / (2 + f), z = s^2, the first Horner steps */
-        __m256d sv = _mm256_div_pd(f[v], _mm256_add_pd(_mm256_set1_pd(2.0), f[v]));
-        __m256d zv = _mm256_mul_pd(sv, sv);
-        __m256d acc = _mm256_set1_pd(ns_bm_atanh[0]);
-        for (int i = 1; i < NS_BM_LN_SPLIT; i++) {
-            acc = _mm256_add_pd(_mm256_mul_pd(acc, zv), _mm256_set1_pd(ns_bm_atanh[i]));
-        }
-        s[v] = sv;
-        z[v] = zv;
-        t[v] = acc;
-    }
-    for (size_t v = 0; v < n; v++) { /* the other Horner steps, R = P(z) z */
-        __m256d acc = t[v];
-        for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
-            acc = _mm256_add_pd(_mm256_mul_pd(acc, z[v]), _mm256_set1_pd(ns_bm_atanh[i]));
-        }
-        t[v] = _mm256_mul_pd(acc, z[v]);
-    }
-    for (size_t v = 0; v < n; v++) { /* ln u1 and the radius sqrt(-2 ln u1) */
-        __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f[v]), f[v]);
-        __m256d tt = _mm256_add_pd(_mm256_mul_pd(s[v], _mm256_add_pd(hfsq, t[v])),
-                                   _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
-        __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_HI)),
-                                    _mm256_sub_pd(_mm256_sub_pd(hfsq, tt), f[v]));
-        rad[v] = _mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), lnu));
-    }
-    for (size_t v = 0; v < n; v++) { /* cos: x = 2 pi u2, quadrant k, r = x - k pi / 2 */
-        __m256i sc = _mm256_xor_si256(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)p + v), hi_words),
-                                      bias);
-        __m256d c = _mm256_add_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(sc)), _mm256_set1_pd(0x1p31));
+
         __m256d x = _mm256_mul_pd(_mm256_set1_pd(NS_BM_TWO_PI), _mm256_mul_pd(c, _mm256_set1_pd(0x1p-32)));
         kr[v] = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI)), _mm256_set1_pd(NS_BM_ROUND));
         __m256d k = _mm256_sub_pd(kr[v], _mm256_set1_pd(NS_BM_ROUND));
@@ -188,16 +164,39 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         r[v] = rv;
         w[v] = _mm256_mul_pd(rv, rv);
     }
-    for (size_t v = 0; v < n; v++) { /* the first Horner steps of cos (even k) or sin (odd k) */
-        __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(kr[v]), 63));
+    for (size_t v = 0; v < n; v++) { /* s = f / (2 + f), z = s^2; the first Horner steps of both polynomials */
+        __m256d sv = _mm256_div_pd(f[v], _mm256_add_pd(_mm256_set1_pd(2.0), f[v]));
+        __m256d zv = _mm256_mul_pd(sv, sv);
+        __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(kr[v]), 63)); /* k odd: sin */
         __m256d acc = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[0]), _mm256_setzero_pd(), odd);
         for (int i = 1; i < NS_BM_COS_SPLIT; i++) {
             __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
             acc = _mm256_add_pd(_mm256_mul_pd(acc, w[v]), coef);
         }
+        __m256d lt = _mm256_set1_pd(ns_bm_atanh[0]);
+        for (int i = 1; i < NS_BM_LN_SPLIT; i++) {
+            lt = _mm256_add_pd(_mm256_mul_pd(lt, zv), _mm256_set1_pd(ns_bm_atanh[i]));
+        }
+        s[v] = sv;
+        z[v] = zv;
+        t[v] = lt;
         poly[v] = acc;
     }
-    for (size_t v = 0; v < n; v++) { /* the other steps, sin r = r + r w P(w), the quadrant's sign, the variate */
+    for (size_t v = 0; v < n; v++) { /* the other Horner steps of ln, ln u1, -2 ln u1 */
+        __m256d lt = t[v];
+        for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
+            lt = _mm256_add_pd(_mm256_mul_pd(lt, z[v]), _mm256_set1_pd(ns_bm_atanh[i]));
+        }
+        __m256d R = _mm256_mul_pd(lt, z[v]);
+        __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f[v]), f[v]);
+        __m256d tt = _mm256_add_pd(_mm256_mul_pd(s[v], _mm256_add_pd(hfsq, R)),
+                                   _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
+        __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_HI)),
+                                    _mm256_sub_pd(_mm256_sub_pd(hfsq, tt), f[v]));
+        t[v] = _mm256_mul_pd(_mm256_set1_pd(-2.0), lnu);
+    }
+    for (size_t v = 0; v < n; v++) { /* the radius sqrt(-2 ln u1), the other Horner steps of cos / sin, the variate */
+        __m256d rad = _mm256_sqrt_pd(t[v]);
         __m256i q = _mm256_castpd_si256(kr[v]);
         __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(q, 63)); /* q & 1 into the sign bit */
         __m256d acc = poly[v];
@@ -208,7 +207,7 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         __m256d sinx = _mm256_add_pd(r[v], _mm256_mul_pd(_mm256_mul_pd(r[v], w[v]), acc));
         __m256d neg = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(q, _mm256_set1_epi64x(1)), 62)); /* (q + 1) & 2 */
         __m256d cosx = _mm256_xor_pd(_mm256_blendv_pd(acc, sinx, odd), _mm256_and_pd(neg, sign));
-        _mm256_storeu_pd(zout + 4 * v, _mm256_mul_pd(rad[v], cosx));
+        _mm256_storeu_pd(zout + 4 * v, _mm256_mul_pd(rad, cosx));
     }
 }
 #endif
