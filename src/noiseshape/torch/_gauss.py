@@ -16,7 +16,7 @@ from torch.autograd import forward_ad as _forward_ad
 
 from . import _eager, _ops
 
-__all__ = ["add"]
+__all__ = ["add", "combine"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _f32, _f64 = torch.float32, torch.float64
@@ -24,7 +24,7 @@ _grad_enabled = torch.is_grad_enabled
 _functorch_active = torch._C._are_functorch_transforms_active
 
 
-def _combine(x: Tensor, noise: Tensor) -> Tensor:
+def combine(x: Tensor, noise: Tensor) -> Tensor:
     """``x + noise`` with float16 and bfloat16 inputs added in float32 and rounded back."""
     if x.dtype in _HALF:
         return (x.float() + noise).to(x.dtype)
@@ -41,7 +41,7 @@ def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: 
         core = _eager._core(x.device)
         if core is None:  # other devices, or the pure-torch contract when forced
             noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
-            return _combine(x, noise * stddev)
+            return combine(x, noise * stddev)
     plain = not _functorch_active()
     if full and plain and x.is_contiguous():
         if not (x.requires_grad and _grad_enabled()) and _forward_ad._current_level < 0:
@@ -59,4 +59,4 @@ def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: 
     if m:
         double = 1 if noise.dtype == _f64 else 0
         core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
-    return _combine(x, noise)
+    return combine(x, noise)

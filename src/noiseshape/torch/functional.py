@@ -250,10 +250,7 @@ def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Te
     key = _rows.key_for(key, j0, x.device)
     if type(key) is tuple:
         return _gauss.add(x, key[0], key[1], spec.shape, j0, stddev, spec.full)
-    noise = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return (x.float() + noise).to(x.dtype)
-    return x + noise
+    return _gauss.combine(x, normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev)
 
 
 # ---------------------------------------------------------------------------------------------
