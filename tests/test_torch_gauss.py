@@ -160,3 +160,35 @@ def test_default_call_statistics():
     # 5 sigma: the sample mean has sigma 0.5 / sqrt(n), the sample std 0.5 / sqrt(2 n)
     assert abs(y.mean().item()) < 5 * 0.5 / n**0.5
     assert abs(y.std().item() - 0.5) < 5 * 0.5 / (2 * n) ** 0.5
+
+
+def test_compile_fullgraph_dynamic_export_and_fake_tensors_match_eager():
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def fn(v):
+        return nst.gaussian_noise(v, 0.3, seed=4, stream=1)
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(fn, backend=counter, fullgraph=True, dynamic=True)
+    frames = []
+    for batch in (2, 3, 5):
+        x = torch.randn(batch, 6, requires_grad=True)
+        y = compiled(x)
+        frames.append(counter.frame_count)
+        same_bits(y.detach(), fn(x.detach()))  # the traced path gives the eager path's values
+        y.sum().backward()
+        assert torch.equal(x.grad, torch.ones_like(x))
+    assert frames[1:] == frames[:1] * 2  # new batch sizes compile nothing new
+
+    class Noisy(torch.nn.Module):
+        def forward(self, v):
+            return fn(v)
+
+    x = torch.randn(4, 6)
+    exported = torch.export.export(Noisy(), (x,))
+    same_bits(exported.module()(x), fn(x))
+    with FakeTensorMode():
+        fake = fn(torch.empty(4, 6, dtype=torch.bfloat16))
+    assert fake.shape == (4, 6) and fake.dtype == torch.bfloat16
