@@ -8,7 +8,7 @@ if sys.platform == "win32":
     compile_args: list[str] = ["/O2"]
     link_args: list[str] = []
 else:
-    compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-pthread"]
+    compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-pthread"]
     link_args = ["-pthread"]
 
 setup(

@@ -79,6 +79,13 @@ void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t 
 void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
                int nthreads);
 
+/* y[i] = x[i] + stddev * z[j0 + i] for contiguous arrays of dtype (y may equal x), rounded as the torch
+ * expression x + z.to(float32) * stddev rounds: the product and the sum in float32 (float64 for NS_F64;
+ * float16 and bfloat16 add in float32 and round the sum), stddev rounded to float32 first, no fused
+ * multiply-add. With x NULL: y[i] = stddev * z[j0 + i] (dtype NS_F32 or NS_F64). */
+void ns_gaussian_add(int isa, int dtype, const void *x, void *y, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
+                     double stddev, int nthreads);
+
 /* The variates of n given word pairs (a, c) = (words[2i], words[2i + 1]) on one thread (testing). */
 void ns_box_muller_words(int isa, void *out, int out_dtype, const uint32_t *words, size_t n);
 

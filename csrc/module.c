@@ -488,6 +488,31 @@ static PyObject *py_normal(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_gaussian_add(PyObject *self, PyObject *args) {
+    (void)self;
+    int dtype;
+    unsigned long long x, y, seed, stream, j0;
+    long long n, nthreads;
+    double stddev;
+    if (!PyArg_ParseTuple(args, "iKKLKKKdL:gaussian_add", &dtype, &x, &y, &n, &seed, &stream, &j0, &stddev,
+                          &nthreads))
+        return NULL;
+    const char *what = "gaussian_add";
+    if (check_dtype(dtype, what) || check_n(n, what) || check_range(j0, n, what) || check_ptr(y, n, "y_ptr", what))
+        return NULL;
+    if (n > 0 && x == 0 && dtype != NS_F32 && dtype != NS_F64) {
+        PyErr_Format(PyExc_ValueError, "%s: without x_ptr the dtype is %d; use 0 (float32) or 1 (float64)", what,
+                     dtype);
+        return NULL;
+    }
+    int isa = active_isa;
+    Py_BEGIN_ALLOW_THREADS
+    ns_gaussian_add(isa, dtype, (const void *)(uintptr_t)x, (void *)(uintptr_t)y, (size_t)n, seed, stream, j0, stddev,
+                    clamp_threads(nthreads));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_box_muller(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long out, words;
@@ -605,6 +630,10 @@ static PyMethodDef core_methods[] = {
      "y = keep ? x*scale : 0."},
     {"normal", py_normal, METH_VARARGS,
      "normal(out_ptr, out_dtype, n, seed, stream, j0, nthreads): Box-Muller normal variates."},
+    {"gaussian_add", py_gaussian_add, METH_VARARGS,
+     "gaussian_add(dtype, x_ptr, y_ptr, n, seed, stream, j0, stddev, nthreads): y = x + stddev * z for the "
+     "normal variates z of elements j0 .. j0+n-1 (contiguous; y may be x), rounded as x + z.float() * stddev; "
+     "x_ptr 0: y = stddev * z (float32 or float64)."},
     {"box_muller", py_box_muller, METH_VARARGS,
      "box_muller(out_ptr, out_dtype, words_ptr, n): the variates of n word pairs (uint32 a, c) on one thread."},
     {"keep_mask_rows", py_keep_mask_rows, METH_VARARGS,

@@ -4,7 +4,9 @@
  *
  * The scalar function and the AVX2 one (4 variates per vector) perform the
  * same IEEE operations in the same order, with no fused multiply-add, so every
- * ISA path gives bit-identical variates.
+ * ISA path gives bit-identical variates; where the AVX2 one differs it does so
+ * by exact rewrites only (a scale by a power of two folded into a constant or
+ * into the exponent bits), which give the same values.
  *
  * ln u1: u1 = 2^e m with m in [sqrt(2)/2, sqrt(2)); f = m - 1 is exact and
  *   ln(1 + f) = 2 atanh(s), s = f / (2 + f), |s| < 0.172, written as
@@ -106,57 +108,112 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
 }
 
 #ifdef NS_X86
-NS_TARGET_AVX2 static inline __m256d ns_bm_horner_avx2(const double *coef, int n, __m256d x) {
-    __m256d acc = _mm256_set1_pd(coef[0]);
-    for (int i = 1; i < n; i++) {
-        acc = _mm256_add_pd(_mm256_mul_pd(acc, x), _mm256_set1_pd(coef[i]));
+/* Most variates ns_box_muller_avx2 computes per call (a multiple of 4). */
+#define NS_BM_BLOCK 128
+
+/* The atanh and cos polynomials each take their Horner steps in two stages: the first stage takes
+ * coefficients 1 .. split - 1, a later one the rest. */
+#define NS_BM_LN_SPLIT 5
+#define NS_BM_COS_SPLIT 5
+
+/*
+ * The steps of ns_box_muller on the 4 n word pairs at p (8 words per 4 pairs: a0 c0 a1 c1 ...),
+ * variates to z[0 .. 4 n), n <= NS_BM_BLOCK / 4; every lane sees exactly the operations of
+ * ns_box_muller, so the variates are the same bit for bit.
+ *
+ * One variate is a dependency chain of some 150 cycles (the division, two Horner chains of 6
+ * cycles per step, the square root), far longer than the out-of-order window hides at full
+ * throughput. So the work runs in four stages over the whole block, each a loop whose iterations
+ * are independent and whose chain is short, passing values on through stack arrays (in L1): the
+ * reductions; the division and the first Horner steps; the other steps of ln; the square root and
+ * the other steps of cos (the divider's and the square root's long occupancy overlaps with the
+ * multiplies and adds of their stage).
+ * cos and sin share one polynomial pass: lane by lane the coefficients are those of cos (even
+ * quadrants) or of sin (odd quadrants); the sin series has one coefficient less, so its lanes
+ * start from 0, and 0 * w + c is exactly c. Needs core.h first.
+ */
+NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout, size_t n) {
+    enum { NV = NS_BM_BLOCK / 4 };
+    NS_ALIGN64 __m256d e[NV], f[NV], z[NV], t[NV], s[NV], kr[NV], r[NV], w[NV], poly[NV];
+    const __m256d one = _mm256_set1_pd(1.0), sign = _mm256_set1_pd(-0.0);
+    for (size_t v = 0; v < n; v++) { /* the reductions: u1 = 2^e m, f = m - 1; x = 2 pi u2 = k pi / 2 + r */
+        /* the 64-bit lane q holds a | c << 32; (2^52 + a) - 2^52 = a exactly, likewise c */
+        __m256i ac = _mm256_loadu_si256((const __m256i *)p + v);
+        __m256i lo32 = _mm256_set1_epi64x(0xFFFFFFFFll), magic = _mm256_set1_epi64x(0x4330000000000000ll);
+        /* A = a + 0.5 = (2^52 + a) - (2^52 - 0.5), exactly; u1 = A 2^-32 has A's mantissa and its
+         * exponent less 32 */
+        __m256i abits = _mm256_castpd_si256(_mm256_sub_pd(
+            _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(ac, lo32), magic)), _mm256_set1_pd(0x1p52 - 0.5)));
+        __m256d c = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(ac, 32), magic)),
+                                  _mm256_set1_pd(0x1p52));
+        __m256i mant = _mm256_and_si256(abits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFll));
+        /* m > sqrt(2) compares the mantissas; then m / 2 is the same mantissa with exponent -1, exactly */
+        __m256i sqrt2_mant = _mm256_set1_epi64x((long long)(ns_bm_f64_to_bits(NS_BM_SQRT2) & 0x000FFFFFFFFFFFFFull));
+        __m256i big = _mm256_cmpgt_epi64(mant, sqrt2_mant);
+        __m256d m = _mm256_castsi256_pd(_mm256_or_si256(
+            mant, _mm256_sub_epi64(_mm256_set1_epi64x(0x3FF0000000000000ll),
+                                   _mm256_and_si256(big, _mm256_set1_epi64x(0x0010000000000000ll)))));
+        __m256d ev = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(abits, 52), magic)),
+                                   _mm256_set1_pd(0x1p52 + 1023.0 + 32.0));
+        e[v] = _mm256_add_pd(ev, _mm256_and_pd(_mm256_castsi256_pd(big), one)); /* + 1 or + 0, exactly */
+        f[v] = _mm256_sub_pd(m, one);
+
+        /* x = 2 pi (c 2^-32) = (2 pi 2^-32) c: the same real number, rounded once */
+        __m256d x = _mm256_mul_pd(c, _mm256_set1_pd(NS_BM_TWO_PI * 0x1p-32));
+        kr[v] = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI)), _mm256_set1_pd(NS_BM_ROUND));
+        __m256d k = _mm256_sub_pd(kr[v], _mm256_set1_pd(NS_BM_ROUND));
+        __m256d rv = _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_1))),
+                                                 _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_2))),
+                                   _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_3)));
+        r[v] = rv;
+        w[v] = _mm256_mul_pd(rv, rv);
     }
-    return acc;
-}
-
-/* The same steps on the 4 word pairs at p (8 words: a0 c0 a1 c1 ...). Needs core.h first. */
-NS_TARGET_AVX2 static inline __m256d ns_box_muller_avx2(const void *p) {
-    const __m256d one = _mm256_set1_pd(1.0);
-    __m256i ac = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)p),
-                                             _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-    __m256i sac = _mm256_xor_si256(ac, _mm256_set1_epi32((int)0x80000000u)); /* word - 2^31, signed */
-    __m256d a = _mm256_add_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(sac)), _mm256_set1_pd(0x1p31));
-    __m256d c = _mm256_add_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(sac, 1)), _mm256_set1_pd(0x1p31));
-
-    __m256d u1 = _mm256_mul_pd(_mm256_add_pd(a, _mm256_set1_pd(0.5)), _mm256_set1_pd(0x1p-32));
-    __m256i bits = _mm256_castpd_si256(u1);
-    __m256d m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFll)),
-                                                    _mm256_set1_epi64x(0x3FF0000000000000ll)));
-    __m256d e = _mm256_sub_pd(
-        _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_set1_epi64x(0x4330000000000000ll))),
-        _mm256_set1_pd(0x1p52 + 1023.0));
-    __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(NS_BM_SQRT2), _CMP_GT_OQ);
-    m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), big);
-    e = _mm256_blendv_pd(e, _mm256_add_pd(e, one), big);
-    __m256d f = _mm256_sub_pd(m, one);
-    __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f), f);
-    __m256d s = _mm256_div_pd(f, _mm256_add_pd(_mm256_set1_pd(2.0), f));
-    __m256d z = _mm256_mul_pd(s, s);
-    __m256d R = _mm256_mul_pd(ns_bm_horner_avx2(ns_bm_atanh, 10, z), z);
-    __m256d t = _mm256_add_pd(_mm256_mul_pd(s, _mm256_add_pd(hfsq, R)), _mm256_mul_pd(e, _mm256_set1_pd(NS_BM_LN2_LO)));
-    __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e, _mm256_set1_pd(NS_BM_LN2_HI)), _mm256_sub_pd(_mm256_sub_pd(hfsq, t), f));
-    __m256d rad = _mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), lnu));
-
-    __m256d x = _mm256_mul_pd(_mm256_set1_pd(NS_BM_TWO_PI), _mm256_mul_pd(c, _mm256_set1_pd(0x1p-32)));
-    __m256d kr = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI)), _mm256_set1_pd(NS_BM_ROUND));
-    __m256i q = _mm256_castpd_si256(kr);
-    __m256d k = _mm256_sub_pd(kr, _mm256_set1_pd(NS_BM_ROUND));
-    __m256d r = _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_1))),
-                                            _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_2))),
-                              _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_3)));
-    __m256d w = _mm256_mul_pd(r, r);
-    __m256d cp = ns_bm_horner_avx2(ns_bm_cos, 9, w);
-    __m256d sp = _mm256_add_pd(r, _mm256_mul_pd(_mm256_mul_pd(r, w), ns_bm_horner_avx2(ns_bm_sin, 8, w)));
-    __m256i odd = _mm256_slli_epi64(q, 63);                                    /* q & 1 into the sign bit */
-    __m256i neg = _mm256_slli_epi64(_mm256_add_epi64(q, _mm256_set1_epi64x(1)), 62); /* (q + 1) & 2 likewise */
-    __m256d cosx = _mm256_blendv_pd(cp, sp, _mm256_castsi256_pd(odd));
-    cosx = _mm256_xor_pd(cosx, _mm256_castsi256_pd(_mm256_and_si256(neg, _mm256_set1_epi64x((long long)0x8000000000000000ull))));
-    return _mm256_mul_pd(rad, cosx);
+    for (size_t v = 0; v < n; v++) { /* s = f / (2 + f), z = s^2; the first Horner steps of both polynomials */
+        __m256d sv = _mm256_div_pd(f[v], _mm256_add_pd(_mm256_set1_pd(2.0), f[v]));
+        __m256d zv = _mm256_mul_pd(sv, sv);
+        __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(kr[v]), 63)); /* k odd: sin */
+        __m256d acc = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[0]), _mm256_setzero_pd(), odd);
+        for (int i = 1; i < NS_BM_COS_SPLIT; i++) {
+            __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
+            acc = _mm256_add_pd(_mm256_mul_pd(acc, w[v]), coef);
+        }
+        __m256d lt = _mm256_set1_pd(ns_bm_atanh[0]);
+        for (int i = 1; i < NS_BM_LN_SPLIT; i++) {
+            lt = _mm256_add_pd(_mm256_mul_pd(lt, zv), _mm256_set1_pd(ns_bm_atanh[i]));
+        }
+        s[v] = sv;
+        z[v] = zv;
+        t[v] = lt;
+        poly[v] = acc;
+    }
+    for (size_t v = 0; v < n; v++) { /* the other Horner steps of ln, ln u1, -2 ln u1 */
+        __m256d lt = t[v];
+        for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
+            lt = _mm256_add_pd(_mm256_mul_pd(lt, z[v]), _mm256_set1_pd(ns_bm_atanh[i]));
+        }
+        __m256d R = _mm256_mul_pd(lt, z[v]);
+        __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f[v]), f[v]);
+        __m256d tt = _mm256_add_pd(_mm256_mul_pd(s[v], _mm256_add_pd(hfsq, R)),
+                                   _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
+        __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_HI)),
+                                    _mm256_sub_pd(_mm256_sub_pd(hfsq, tt), f[v]));
+        t[v] = _mm256_mul_pd(_mm256_set1_pd(-2.0), lnu);
+    }
+    for (size_t v = 0; v < n; v++) { /* the radius sqrt(-2 ln u1), the other Horner steps of cos / sin, the variate */
+        __m256d rad = _mm256_sqrt_pd(t[v]);
+        __m256i q = _mm256_castpd_si256(kr[v]);
+        __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(q, 63)); /* q & 1 into the sign bit */
+        __m256d acc = poly[v];
+        for (int i = NS_BM_COS_SPLIT; i < 9; i++) {
+            __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
+            acc = _mm256_add_pd(_mm256_mul_pd(acc, w[v]), coef);
+        }
+        __m256d sinx = _mm256_add_pd(r[v], _mm256_mul_pd(_mm256_mul_pd(r[v], w[v]), acc));
+        /* (q + 1) & 2 into the sign bit */
+        __m256d neg = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(q, _mm256_set1_epi64x(1)), 62));
+        __m256d cosx = _mm256_xor_pd(_mm256_blendv_pd(acc, sinx, odd), _mm256_and_pd(neg, sign));
+        _mm256_storeu_pd(zout + 4 * v, _mm256_mul_pd(rad, cosx));
+    }
 }
 #endif
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from noiseshape import _bench
 
 
@@ -42,6 +44,16 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
     }
     assert all(r[k] > 0 for r in rows for k in ("ours", "peer", "ours_fb", "peer_fb"))
     assert "| 2^4 | dropout |" in _bench_torch.sweep_table(rows)
+    only = _bench_torch.sweep(exponents=[4], repeats=1, case="gaussian_noise")
+    assert [r["case"] for r in only] == ["gaussian_noise"]
+    with pytest.raises(ValueError, match="case is 'nope'; choose one of"):
+        _bench_torch.sweep(exponents=[4], repeats=1, case="nope")
     models = _bench_torch.models(repeats=1)
     assert len(models) == 5 and all(m["torch_ms"] > 0 and m["noiseshape_ms"] > 0 for m in models)
     assert "| MLP" in _bench_torch.models_table(models)
+
+
+def test_case_needs_sweep(capsys):
+    with pytest.raises(SystemExit):
+        _bench.main(["--case", "gaussian_noise"])
+    assert "--case selects a case of --sweep" in capsys.readouterr().err

@@ -640,6 +640,70 @@ def test_normal_moments():
     assert abs(out.mean()) < 5 / np.sqrt(n) and abs(out.std() - 1) < 5 / np.sqrt(2 * n)
 
 
+def scalar_normals(seed, stream, j0, n, dtype=np.float64):
+    """The variates of the scalar path, which test_normal checks against the reference."""
+    before = _core.isa()
+    _core.set_isa("scalar")
+    try:
+        z = np.empty(n, np.float64)
+        _core.normal(z.ctypes.data, 1, n, seed, stream, j0, 1)
+    finally:
+        _core.set_isa(before)
+    return z.astype(dtype)
+
+
+def ref_gaussian_add(dtype: str, x: np.ndarray, z: np.ndarray, stddev: float) -> np.ndarray:
+    """``x + stddev * z`` rounded as torch's ``x + z.float() * stddev`` (float64 in float64; the half types
+    add in float32 and round the sum to nearest even)."""
+    with np.errstate(all="ignore"):
+        if dtype == "float64":
+            return x + z * np.float64(stddev)
+        noise = z.astype(np.float32) * np.float32(stddev)
+        if dtype == "float32":
+            return x + noise
+        if dtype == "float16":
+            return (x.astype(np.float32) + noise).astype(np.float16)
+        return bf16_round(bf16_widen(x) + noise)
+
+
+# around the vector width (4), the AVX2 block (128 variates), the chunk (1024) and the threading threshold
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 127, 128, 129, 1023, 1025, 2179, 40_001])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_add(isa, dtype, n):
+    x = random_values(dtype, n, np.random.default_rng(n))
+    draws = ((7, 0, 0, 0.1, 1), (U64, 5, 3, 2.5, 3), (11, U64, (1 << 40) + 1, 1e-3, 2))
+    for seed, stream, j0, stddev, nthreads in draws:
+        want = ref_gaussian_add(dtype, x, scalar_normals(seed, stream, j0, n), stddev)
+        y = np.empty(n, storage(dtype))
+        _core.gaussian_add(DTYPE_CODES[dtype], x.ctypes.data, y.ctypes.data, n, seed, stream, j0, stddev, nthreads)
+        assert_same(dtype, y, want)
+        inplace = x.copy()
+        _core.gaussian_add(DTYPE_CODES[dtype], inplace.ctypes.data, inplace.ctypes.data, n, seed, stream, j0, stddev, 2)
+        assert_same(dtype, inplace, want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gaussian_add_without_x_writes_the_scaled_noise(isa, dtype):
+    n = 1500
+    out = np.full(n + 3, 5.0, dtype)
+    _core.gaussian_add(DTYPE_CODES[dtype], 0, out.ctypes.data, n, 3, 4, 9, 0.7, 2)
+    z = scalar_normals(3, 4, 9, n, dtype)
+    assert_same(dtype, out[:n], z * (np.float64(0.7) if dtype == "float64" else np.float32(0.7)))
+    assert (out[n:] == 5.0).all()  # nothing past n is written
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_add_at_odd_byte_addresses(isa, dtype):
+    n = 301
+    x = random_values(dtype, n, np.random.default_rng(1))
+    size = x.itemsize
+    raw_x, raw_y = np.zeros(n * size + 1, np.uint8), np.zeros(n * size + 3, np.uint8)
+    raw_x[1:] = x.view(np.uint8)
+    _core.gaussian_add(DTYPE_CODES[dtype], raw_x.ctypes.data + 1, raw_y.ctypes.data + 3, n, 2, 0, 5, 0.3, 1)
+    y = raw_y[3:].copy().view(storage(dtype))
+    assert_same(dtype, y, ref_gaussian_add(dtype, x, scalar_normals(2, 0, 5, n), 0.3))
+
+
 # ---------------------------------------------------------------------------
 # Argument errors
 # ---------------------------------------------------------------------------
@@ -684,9 +748,20 @@ def test_bad_arguments():
         _core.apply_mask(0, p, p, p, (1,) * 65, (1,) * 65, (1,) * 65, (1,) * 65, 1.0, 1)
     with pytest.raises(ValueError):
         _core.apply_mask(0, p, p, p, (2, "a"), (2, 1), (2, 1), (1, 1), 1.0, 1)
+    with pytest.raises(ValueError, match="dtype code is 7"):
+        _core.gaussian_add(7, p, p, 4, 0, 0, 0, 1.0, 1)
+    with pytest.raises(ValueError, match="n is -1"):
+        _core.gaussian_add(0, p, p, -1, 0, 0, 0, 1.0, 1)
+    with pytest.raises(ValueError, match="y_ptr is a null pointer"):
+        _core.gaussian_add(0, p, 0, 4, 0, 0, 0, 1.0, 1)
+    with pytest.raises(ValueError, match="without x_ptr the dtype is 2"):
+        _core.gaussian_add(2, 0, p, 2, 0, 0, 0, 1.0, 1)
+    with pytest.raises(ValueError, match="exceeds 2"):
+        _core.gaussian_add(0, p, p, 4, 0, 0, U64 - 2, 1.0, 1)
     with pytest.raises(TypeError):
         _core.set_isa(3)
     # zero-size calls are fine even with null pointers
+    _core.gaussian_add(2, 0, 0, 0, 0, 0, 0, 1.0, 1)
     _core.dropout(0, 0, 0, 0, 0, 0, 0, 100, 1.0, 0, 1)
     _core.apply_mask(0, 0, 0, 0, (3, 0), (0, 1), (0, 1), (0, 1), 1.0, 1)
 

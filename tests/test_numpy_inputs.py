@@ -11,18 +11,8 @@ import numpy as np
 import pytest
 
 import noiseshape as ns
-from noiseshape import _core, _rng
+from noiseshape import _rng
 from noiseshape.numpy import dropout, keep_mask
-
-ISAS = _core.available_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.isa()
-    _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
 
 
 def reference(x, rate, noise_shape=None, *, seed, stream=0, batch_offset=0):

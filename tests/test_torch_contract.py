@@ -75,6 +75,13 @@ class FakeCore:
         z = torch.from_numpy(_rng.normals(seed, stream, j0, n))
         self._view(out, n, self._TYPES[out_dtype]).copy_(z)
 
+    def gaussian_add(self, dtype, x_ptr, y_ptr, n, seed, stream, j0, stddev, nthreads):
+        t = self._TYPES[dtype]
+        z = torch.from_numpy(_rng.normals(seed, stream, j0, n))
+        noise = z.to(torch.float64 if t == torch.float64 else torch.float32) * stddev
+        y = noise if not x_ptr else (self._view(x_ptr, n, t).to(noise.dtype) + noise).to(t)
+        self._view(y_ptr, n, t).copy_(y)
+
 
 @pytest.fixture
 def core_path(monkeypatch):

@@ -42,6 +42,7 @@ SAMPLES = [
     Sample("gaussian-dropout", lambda x: nst.gaussian_dropout(x, 0.3, (None, 1), seed=8), (4, 5), True),
     Sample("gaussian-dropout-full", lambda x: nst.gaussian_dropout(x, 0.3, seed=8), (4, 5), True),
     Sample("gaussian-noise", lambda x: nst.gaussian_noise(x, 0.3, seed=9), (4, 5), False),
+    Sample("gaussian-noise-noise-shape", lambda x: nst.gaussian_noise(x, 0.3, (None, 1), seed=9), (4, 5), False),
     Sample("alpha", lambda x: nst.alpha_dropout(x, 0.3, (None, 1), seed=10), (4, 5), False),
     Sample("feature-alpha", lambda x: nst.feature_alpha_dropout(x, 0.3, seed=10), (3, 4, 2), False),
     Sample("Dropout", _layer(lambda: nst.Dropout(0.5, seed=11)), (4, 6), True),

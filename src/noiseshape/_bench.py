@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--threads", type=int, help="threads for torch and noiseshape alike (default: all)")
     parser.add_argument("--sweep", action="store_true", help="per-call times against torch from 2**4 to 2**24 elements")
+    parser.add_argument("--case", help="with --sweep: only the case of this name (e.g. gaussian_noise)")
     parser.add_argument("--models", action="store_true", help="training steps of real models, torch's dropout vs ours")
     parser.add_argument(
         "--default-malloc",
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shape is {args.shape!r}; give sizes separated by commas, e.g. 64,128,512")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.case is not None and not args.sweep:
+        parser.error("--case selects a case of --sweep; give --sweep too")
 
     def progress(name: str) -> None:
         if not args.quiet:
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_result: dict = {"machine": machine()}
         print(f"machine: {machine()}; allocator: {'freed memory kept (steady state)' if steady else 'default'}")
         if args.sweep:
-            torch_result["sweep"] = bt.sweep(repeats=args.repeats, progress=progress)
+            torch_result["sweep"] = bt.sweep(repeats=args.repeats, progress=progress, case=args.case)
             print(bt.sweep_table(torch_result["sweep"]))
         if args.models:
             torch_result["models"] = bt.models(repeats=args.repeats, progress=progress)

@@ -64,17 +64,25 @@ def _sweep_cases(n: int):
     yield "gaussian_noise", lambda x: nst.gaussian_noise(x, 0.1), lambda x: x + torch.randn_like(x) * 0.1, (n,)
 
 
-def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None) -> list[dict]:
-    """Per-call median microseconds, forward and forward+backward, ours and the peer, at ``2**e`` elements."""
+def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None, case: str | None = None) -> list[dict]:
+    """Per-call median microseconds, forward and forward+backward, ours and the peer, at ``2**e`` elements.
+
+    ``case`` keeps only the case of that name.
+    """
     import torch
 
+    names = [c[0] for c in _sweep_cases(16)]
+    if case is not None and case not in names:
+        raise ValueError(f"case is {case!r}; choose one of {names}")
     out = []
     for e in exponents:
         n = 1 << e
         reps = max(5, repeats if e <= 16 else repeats // 3)
-        for case, ours, peer, shape in _sweep_cases(n):
+        for name, ours, peer, shape in _sweep_cases(n):
+            if case is not None and name != case:
+                continue
             if progress:
-                progress(f"2^{e} {case}")
+                progress(f"2^{e} {name}")
             x = torch.randn(shape)
             leaf = x.clone().requires_grad_()
             g = torch.randn(shape)
@@ -98,7 +106,7 @@ def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None) -> list[d
                 },
                 reps,
             )
-            out.append({"elements": f"2^{e}", "case": case, **{k: v * 1e6 for k, v in t.items()}})
+            out.append({"elements": f"2^{e}", "case": name, **{k: v * 1e6 for k, v in t.items()}})
     return out
 
 

@@ -27,7 +27,7 @@ from .._coords import Coords
 from .._errors import axes_text, fail
 from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
 from .._types import BroadcastDims, NoiseShape
-from . import _eager, _ops, _rows
+from . import _eager, _gauss, _ops, _rows
 from . import distributed as _dist
 from ._eager import eager_ok
 
@@ -253,10 +253,10 @@ def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Ten
 @_dist.sharded("additive")
 def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
     """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    noise = normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return (x.float() + noise).to(x.dtype)
-    return x + noise
+    key = _rows.key_for(key, j0, x.device)
+    if type(key) is tuple:
+        return _gauss.add(x, key[0], key[1], spec.shape, j0, stddev, spec.full)
+    return _gauss.combine(x, normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -897,6 +897,20 @@ def gaussian_noise(
     >>> abs(y[0].std().item() - 0.5) < 5 * 0.5 / (2 * 1000) ** 0.5   # 5 sigma of a 1000-sample std
     True
     """
+    if (
+        training is True
+        and type(stddev) is float
+        and 0.0 < stddev < math.inf
+        and noise_shape is None is broadcast_dims
+        and seed is None is generator
+        and coords is None
+        and type(stream) is int is type(batch_offset)
+        and stream == 0 == batch_offset
+        and not _coords.in_block()
+        and eager_ok(x)
+        and x.dtype in _ops.DTYPE_CODES
+    ):  # the default call (a plain eager tensor, nothing to resolve or place): no check left to make
+        return _gauss.add(x, _eager.draw_seed(None), 0, x.shape, 0, stddev, True)
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
         op,
