@@ -131,6 +131,42 @@ def test_vmap_of_an_unseeded_call_needs_a_randomness_choice():
     assert torch.equal(same[0], nst.dropout(xs[0], 0.5))
 
 
+UNSEEDED = {
+    "dropout": lambda t: nst.dropout(t, 0.3),
+    "dropout (None, 1)": lambda t: nst.dropout(t, 0.3, (None, 1)),
+    "spatial_dropout1d": lambda t: nst.spatial_dropout1d(t.reshape(2, 4, 4), 0.3).reshape(8, 4),
+    "drop_path": lambda t: nst.drop_path(t, 0.3),
+    "gaussian_noise": lambda t: nst.gaussian_noise(t, 0.3),
+    "Dropout layer": nst.Dropout(0.3),
+}
+
+
+@pytest.mark.parametrize("name", list(UNSEEDED))
+def test_unseeded_calls_inside_grad_transforms_draw_what_eager_draws(name):
+    fn = UNSEEDED[name]
+    x = torch.randn(8, 4, dtype=torch.float64)
+    tangent = torch.randn(8, 4, dtype=torch.float64)
+    torch.manual_seed(5)
+    y = fn(x)
+    torch.manual_seed(5)
+    y_jvp, jvp = torch.func.jvp(fn, (x,), (tangent,))
+    torch.manual_seed(5)
+    grad = torch.func.grad(lambda t: (fn(t) * tangent).sum())(x)
+    torch.manual_seed(5)
+    y_vjp, pullback = torch.func.vjp(fn, x)
+    assert torch.equal(y_jvp, y) and torch.equal(y_vjp, y)
+    noise = (y - x) if name == "gaussian_noise" else None
+    expected = tangent if noise is not None else torch.where(y != 0, tangent * (y / x), torch.zeros(()))
+    torch.testing.assert_close(jvp, expected, rtol=1e-12, atol=0)  # the same noise on the tangent
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(pullback(tangent)[0], expected, rtol=1e-12, atol=0)
+
+
+def test_vmap_with_different_randomness_of_an_unseeded_call_is_a_clear_error():
+    with pytest.raises(NoiseShapeError, match="randomness='same'"):
+        torch.func.vmap(lambda x: nst.dropout(x, 0.5), randomness="different")(torch.ones(3, 8))
+
+
 @pytest.mark.parametrize("s", [s for s in SAMPLES if s.linear], ids=[s.name for s in SAMPLES if s.linear])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_noncontiguous_inputs_and_dtypes_match_contiguous(s, dtype, path):

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 from torch.autograd.function import _SingleLevelFunction
 
+from .._errors import fail
 from . import _ops
 
 __all__ = ["Noise", "NoiseMul", "bernoulli", "draw_seed", "eager_ok", "keep_mask", "noise_mul", "normal"]
@@ -70,6 +71,8 @@ def draw_seed(generator: torch.Generator | None) -> int:
     ``torch.manual_seed`` and checkpoint's restore of the RNG state reproduce the seed. On CPU the
     draw goes into a reused per-thread buffer (no allocation).
     """
+    if _functorch_active():  # inside torch.func transforms: the same draw, out of place (vmap's randomness rules apply)
+        return _drawn_in_transform(generator)
     if generator is None:
         buf = getattr(_local, "buf", None)
         (buf if buf is not None else _seed_buffer()).random_(_LO, _HI)
@@ -78,6 +81,19 @@ def draw_seed(generator: torch.Generator | None) -> int:
         _seed_buffer().random_(_LO, _HI, generator=generator)
         return int(_local.view[0]) & _U64
     drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=generator.device, generator=generator)
+    return int(drawn[0]) & _U64
+
+
+def _drawn_in_transform(generator: torch.Generator | None) -> int:
+    device = "cpu" if generator is None else generator.device
+    drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=device, generator=generator)
+    if torch._C._functorch.is_batchedtensor(drawn):
+        raise fail(
+            "noiseshape.torch",
+            "an unseeded call inside torch.func.vmap(randomness='different') would need one seed per sample, "
+            "but a call draws one seed; use randomness='same' (one mask for every sample), or give seed= and "
+            "vmap over inputs that each get their own stream",
+        )
     return int(drawn[0]) & _U64
 
 
