@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -369,7 +370,8 @@ def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale
     (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
     element is exactly +0, as everywhere.
     """
-    core, code = _ops._core_module, _NATIVE_DTYPES[x.dtype]
+    core: Any = _ops._core_module  # the C core: _native_ok checked it serves x
+    code = _NATIVE_DTYPES[x.dtype]
     contiguous = x.is_contiguous()
     m = torch.empty_like(x if full and contiguous else _template(shape, x.dtype))
     k = m.numel()

@@ -15,21 +15,34 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _coords, _rng
 from .._coords import Coords
 from .._errors import axes_text, fail
-from .._spec import NoiseSpec, _fmt, _spec_text, check_index_range, check_rate, check_shape, check_u64, resolve
+from .._spec import NoiseSpec, _spec_text, check_rate, resolve
 from .._types import BroadcastDims, NoiseShape
 from . import _eager, _gauss, _ops, _rows
 from . import distributed as _dist
 from ._eager import eager_ok
+from ._engines import (
+    _DROPOUT_ADD,
+    _SPECS,
+    _check_seed,
+    _check_tensor,
+    _key_tensor,
+    _resolve_eager,
+    alpha_apply,
+    bernoulli_apply,
+    call_key,
+    gaussian_add_apply,
+    gaussian_mul_apply,
+    resolve_cached,
+)
+from ._regions import drop_block2d, embedding_dropout, keep_mask
 
 __all__ = [
     "alpha_dropout",
@@ -47,216 +60,6 @@ __all__ = [
     "spatial_dropout2d",
     "spatial_dropout3d",
 ]
-
-_KEEP_MASK = torch.ops.noiseshape.keep_mask.default
-_DROPOUT_FULL = torch.ops.noiseshape.dropout_full.default
-_APPLY_MASK = torch.ops.noiseshape.apply_mask.default
-_GAUSSIAN_MUL = torch.ops.noiseshape.gaussian_mul.default
-_DROPOUT_ADD = torch.ops.noiseshape.dropout_add.default
-
-#: SELU's negative saturation value, ``-scale * alpha`` (Klambauer et al., 2017).
-SELU_ALPHA_P = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
-
-_I64_MAX = (1 << 63) - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# validation and keys
-
-
-def _check_tensor(op: str, x, spec_text: str | None = None, name: str = "x") -> None:
-    if not isinstance(x, Tensor):
-        raise fail(op, f"{name} is a {type(x).__name__}; give a torch.Tensor (torch.as_tensor(...))", spec=spec_text)
-    if x.layout != torch.strided:
-        raise fail(
-            op,
-            f"{name} is a sparse tensor (layout {x.layout}); noise is drawn for dense tensors: convert with "
-            f"{name}.to_dense()",
-            spec=spec_text,
-        )
-    if x.dtype not in _ops.DTYPE_CODES:
-        raise fail(
-            op,
-            f"{name} has dtype {x.dtype}; noise needs floating-point values (float16, bfloat16, float32 or "
-            f"float64): convert with {name}.float()",
-            shape=tuple(x.shape),
-            spec=spec_text,
-        )
-
-
-def _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text):
-    if seed is not None:
-        if generator is not None:
-            raise fail(
-                op,
-                "seed and generator both given; give seed=<int> for a fixed draw or generator=<torch.Generator> "
-                "to draw a seed from it, not both",
-                shape=shape,
-                spec=spec_text,
-            )
-        seed = check_u64(seed, name="seed", op=op, shape=shape, spec=spec_text)
-    elif generator is not None and not isinstance(generator, torch.Generator):
-        raise fail(op, f"generator is {generator!r}; give a torch.Generator (or None)", shape=shape, spec=spec_text)
-    stream = check_u64(stream, name="stream", op=op, shape=shape, spec=spec_text)
-    batch_offset = check_u64(batch_offset, name="batch_offset", op=op, shape=shape, spec=spec_text)
-    return seed, stream, batch_offset
-
-
-def draw_key(seed: int | None, stream: int, generator: torch.Generator | None, device) -> Tensor:
-    """The int64 ``[seed, stream]`` key on ``device``; a ``None`` seed is drawn from ``generator``.
-
-    Without a generator the seed comes from torch's default CPU generator, so ``torch.manual_seed``
-    fixes it (and the mask is the same on every device).
-    """
-    if seed is None:
-        gen_device = generator.device if generator is not None else "cpu"
-        key = torch.randint(-(1 << 63), _I64_MAX, (2,), dtype=torch.int64, device=gen_device, generator=generator)
-        key[1] = _ops.make_key(0, stream)[1]
-        return key.to(device)
-    return _ops.make_key(seed, stream, device)
-
-
-def call_key(x, seed: int | None, stream: int, generator: torch.Generator | None):
-    """The key of a call on ``x``: ``(seed, stream)`` as Python ints on the eager path, else the key tensor.
-
-    A ``None`` seed is drawn from ``generator`` either way, by the same draw.
-    """
-    if eager_ok(x):
-        return (_eager.draw_seed(generator) if seed is None else seed, stream)
-    return draw_key(seed, stream, generator, x.device)
-
-
-def _key_tensor(key, device) -> Tensor:
-    return _ops.make_key(key[0], key[1], device) if type(key) is tuple else key
-
-
-_SPECS: dict = {}
-_ENTRY_TYPES = frozenset((type(None), int, type(...)))
-
-
-def resolve_cached(shape, noise_shape, broadcast_dims, op: str) -> tuple[NoiseSpec, bool]:
-    """``resolve`` (and whether the mask is full-shape), cached per (shape, spec) for plain int entries."""
-    if torch.compiler.is_compiling():  # a traced lookup would guard on the cache's contents
-        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
-        return spec, spec.full
-    return _resolve_eager(shape, noise_shape, broadcast_dims, op)
-
-
-def _resolve_eager(shape, noise_shape, broadcast_dims, op: str) -> tuple[NoiseSpec, bool]:
-    """:func:`resolve_cached` outside tracing."""
-    if noise_shape is None:
-        cacheable = (
-            broadcast_dims is None
-            or type(broadcast_dims) is int
-            or (type(broadcast_dims) is tuple and _ENTRY_TYPES.issuperset(map(type, broadcast_dims)))
-        )
-    else:
-        cacheable = (
-            broadcast_dims is None and type(noise_shape) is tuple and _ENTRY_TYPES.issuperset(map(type, noise_shape))
-        )
-    if not cacheable:
-        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
-        return spec, spec.full
-    k = (shape, noise_shape, broadcast_dims)
-    hit = _SPECS.get(k)
-    if hit is None:
-        spec = resolve(tuple(shape), noise_shape, broadcast_dims, op=op)
-        if len(_SPECS) > 4096:
-            _SPECS.clear()
-        hit = _SPECS[k] = (spec, spec.full)
-    return hit
-
-
-def share_axis(spec: NoiseSpec, axis: int) -> NoiseSpec:
-    """``spec`` with one draw shared along ``axis`` (used to give a whole batch one mask)."""
-    if axis >= len(spec.shape):
-        return spec
-    shape = list(spec.shape)
-    shared = list(spec.shared)
-    shape[axis], shared[axis] = 1, True
-    return NoiseSpec(spec.input_shape, tuple(shape), tuple(shared))
-
-
-# ---------------------------------------------------------------------------------------------
-# engines shared with the modules
-
-
-def zeros_with_grad(x: Tensor) -> Tensor:
-    """Zeros shaped like ``x`` with a zero gradient (also where ``x`` holds ``nan`` or ``inf``)."""
-    return torch.where(torch.zeros((), dtype=torch.bool, device=x.device), x, 0.0)
-
-
-@_dist.sharded("multiplicative")
-def bernoulli_apply(
-    x: Tensor, spec: NoiseSpec, key, j0, t: int, scale: float, inplace: bool = False, full: bool | None = None
-):
-    """Apply the keep mask of ``spec`` drawn from ``key`` to ``x``: kept values times ``scale``, dropped 0.
-
-    ``key`` is ``(seed, stream)`` on the eager path (see :func:`call_key`), else the key tensor; ``j0``
-    is the first global index, or the rows of a piece of a larger tensor (then the custom ops draw them).
-    """
-    key = _rows.key_for(key, j0, x.device)
-    if type(key) is tuple:
-        full = spec.full if full is None else full
-        noise = _eager.Noise(key[0], key[1], spec.shape, j0, t=t, scale=scale, full=full)
-        return _eager.noise_mul(x, noise, inplace)
-    if t == 0:
-        y = zeros_with_grad(x)
-    elif spec.full and x.is_contiguous() and not _rows.is_rows(j0):
-        y = _DROPOUT_FULL(x, key, j0, t, scale, _ops.SAVE_BITS)[0]
-    else:
-        y = _APPLY_MASK(x, _rows.keep(key, spec.shape, j0, t), scale)
-    return x.copy_(y) if inplace else y
-
-
-def mask_of(key, shape, j0, t: int, device) -> Tensor:
-    """The uint8 keep flags at ``shape`` drawn from ``key`` (a ``(seed, stream)`` pair or the key tensor)."""
-    key = _rows.key_for(key, j0, device)
-    if type(key) is tuple:
-        return _eager.keep_mask(key[0], key[1], tuple(shape), j0, t, device)
-    return _rows.keep(key, shape, j0, t)
-
-
-def normal_of(key, shape, j0, double: bool, device) -> Tensor:
-    """Standard normal variates at ``shape`` drawn from ``key`` (float64 when ``double``, else float32)."""
-    key = _rows.key_for(key, j0, device)
-    if type(key) is tuple:
-        return _eager.normal(key[0], key[1], tuple(shape), j0, double, device)
-    return _rows.normal(key, shape, j0, double)
-
-
-@_dist.sharded("affine")
-def alpha_apply(x: Tensor, spec: NoiseSpec, key, j0, t: int, inplace: bool = False):
-    """Alpha dropout with the keep mask of ``spec``: ``a * x + b`` where kept, ``a * alpha' + b`` where dropped."""
-    if t == 0:
-        y = zeros_with_grad(x)
-    else:
-        q = t / 65536.0  # the realised keep probability
-        a = (q * (1.0 + (1.0 - q) * SELU_ALPHA_P**2)) ** -0.5
-        b = -a * SELU_ALPHA_P * (1.0 - q)
-        keep = mask_of(key, spec.shape, j0, t, x.device).bool()
-        y = torch.where(keep, x * a + b, a * SELU_ALPHA_P + b)
-    return x.copy_(y) if inplace else y
-
-
-@_dist.sharded("multiplicative")
-def gaussian_mul_apply(x: Tensor, spec: NoiseSpec, key, j0, sigma: float) -> Tensor:
-    """``x * (1 + sigma * z)`` with ``z`` standard normal at the noise shape."""
-    key = _rows.key_for(key, j0, x.device)
-    if type(key) is tuple:
-        return _eager.noise_mul(x, _eager.Noise(key[0], key[1], spec.shape, j0, scale=sigma, gaussian=True))
-    if _rows.is_rows(j0):
-        return _rows.gaussian_mul(x, key, spec.shape, j0, sigma)
-    return _GAUSSIAN_MUL(x, key, list(spec.shape), j0, sigma)
-
-
-@_dist.sharded("additive")
-def gaussian_add_apply(x: Tensor, spec: NoiseSpec, key, j0, stddev: float) -> Tensor:
-    """``x + stddev * z`` with ``z`` standard normal at the noise shape."""
-    key = _rows.key_for(key, j0, x.device)
-    if type(key) is tuple:
-        return _gauss.add(x, key[0], key[1], spec.shape, j0, stddev, spec.full)
-    return _gauss.combine(x, normal_of(key, spec.shape, j0, x.dtype == torch.float64, x.device) * stddev)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -927,162 +730,3 @@ def gaussian_noise(
         coords=coords,
     )
     return x if d is None else gaussian_add_apply(x, d.spec, d.key, d.j0, d.rate)
-
-
-# ---------------------------------------------------------------------------------------------
-# weights and regions
-
-
-def embedding_dropout(
-    input: Tensor,
-    weight: Tensor,
-    p: float = 0.1,
-    padding_idx: int | None = None,
-    *,
-    training: bool = True,
-    seed: int | None = None,
-    stream: int = 0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Embedding lookup with whole rows of ``weight`` dropped (Merity et al., 2017; Gal & Ghahramani, 2016).
-
-    Dropping a row drops every occurrence of that word in the batch; the other rows are scaled by
-    the inverse of the realised keep probability.
-
-    >>> import torch
-    >>> w = torch.ones(10, 3)
-    >>> e = embedding_dropout(torch.tensor([[1, 2, 1]]), w, 0.5, seed=0)
-    >>> torch.equal(e[0, 0], e[0, 2])                 # the same word is dropped everywhere or nowhere
-    True
-    """
-    op = "noiseshape.torch.embedding_dropout"
-    _check_tensor(op, weight, name="weight")
-    shape = tuple(weight.shape)
-    p = check_rate(p, op=op, name="p", shape=shape)
-    if weight.dim() != 2:
-        raise fail(
-            op, f"weight has {axes_text(weight.dim())}; an embedding matrix is (num_embeddings, dim)", shape=shape
-        )
-    seed, stream, _ = _check_seed(op, seed, stream, 0, generator, shape, None)
-    if training and p > 0.0:
-        spec = resolve(shape, (None, 1), op=op)
-        t = _rng.threshold(p)
-        weight = bernoulli_apply(weight, spec, call_key(weight, seed, stream, generator), 0, t, _rng.keep_scale(t))
-    return F.embedding(input, weight, padding_idx)
-
-
-def block_centres_rate(op: str, p: float, block_size: int, height, width, shape) -> float:
-    """The Bernoulli rate ``gamma`` of block centres that drops about ``p`` of the units (Ghiasi et al., 2018)."""
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
-        raise fail(op, f"block_size is {block_size!r}; give a positive integer", shape=shape)
-    if height == 0 or width == 0:
-        return 0.0  # an empty map has no blocks to drop
-    if block_size > height or block_size > width:
-        raise fail(
-            op,
-            f"block_size is {block_size} but the feature map is {_fmt((height, width))}; "
-            f"use block_size <= {min(height, width)}",
-            shape=shape,
-        )
-    valid = (height - block_size + 1) * (width - block_size + 1)
-    return min(1.0, p / block_size**2 * (height * width) / valid)
-
-
-@_dist.sharded_global
-def block_apply(x: Tensor, key: Tensor, j0, p: float, block_size: int, gamma: float, share_batch: bool = False):
-    """DropBlock with centres drawn from ``key``; the kept units are rescaled by count / kept."""
-    if _rng.threshold(p) == 0:
-        return zeros_with_grad(x)
-    n, c, h, w = x.shape
-    centres = mask_of(
-        key, (1 if share_batch else n, c, h - block_size + 1, w - block_size + 1), j0, round(gamma * 65536.0), x.device
-    )
-    pad = block_size - 1
-    blocks = F.max_pool2d(F.pad(centres.float(), (pad, pad, pad, pad)), block_size, stride=1)
-    keep = blocks == 0
-    scale = keep.numel() / keep.sum().clamp_min(1)
-    return torch.where(keep, x * scale.to(x.dtype), 0.0)
-
-
-def drop_block2d(
-    x: Tensor,
-    p: float = 0.1,
-    block_size: int = 7,
-    *,
-    training: bool = True,
-    seed: int | None = None,
-    stream: int = 0,
-    batch_offset: int = 0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """DropBlock (Ghiasi et al., 2018): drop contiguous ``block_size`` x ``block_size`` regions of (N, C, H, W) maps.
-
-    Block corners are drawn with rate ``gamma = p / block_size**2 * H W / ((H - block_size + 1) (W - block_size + 1))``
-    on the same counter-based generator as dropout; kept units are rescaled by ``count / kept``.
-
-    >>> import torch
-    >>> y = drop_block2d(torch.ones(1, 1, 12, 12), 0.3, 3, seed=0)
-    >>> dropped = (y == 0).nonzero()[0]                 # some dropped unit ...
-    >>> r, c = dropped[2].item(), dropped[3].item()
-    >>> bool((y[0, 0, r:r + 3, c:c + 3] == 0).all())    # ... is the corner of a dropped 3 x 3 block
-    True
-    """
-    op = "noiseshape.torch.drop_block2d"
-    if not training:
-        p = check_rate(p, op=op, name="p")
-        block_centres_rate(op, p, block_size, block_size, block_size, None)
-        _check_seed(op, seed, stream, batch_offset, generator, None, None)
-        return x
-    _check_tensor(op, x)
-    shape = tuple(x.shape)
-    p = check_rate(p, op=op, name="p", shape=shape)
-    if x.dim() != 4:
-        raise fail(op, f"x has {axes_text(x.dim())}; DropBlock2d needs (N, C, H, W)", shape=shape)
-    gamma = block_centres_rate(op, p, block_size, shape[2], shape[3], shape)
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, None)
-    if p == 0.0 or x.numel() == 0:
-        return x
-    inner = math.prod(shape[1:2]) * (shape[2] - block_size + 1) * (shape[3] - block_size + 1)
-    j0 = batch_offset * inner
-    check_index_range(j0, shape[0] * inner, batch_offset=batch_offset, op=op, shape=shape)
-    return block_apply(x, call_key(x, seed, stream, generator), j0, p, int(block_size), gamma)
-
-
-# ---------------------------------------------------------------------------------------------
-# the mask itself
-
-
-def keep_mask(
-    shape: Sequence[int],
-    p: float = 0.5,
-    noise_shape: NoiseShape | None = None,
-    *,
-    broadcast_dims: BroadcastDims | None = None,
-    seed: int | None = None,
-    stream: int = 0,
-    batch_offset: int = 0,
-    coords: Coords | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | int | None = None,
-) -> Tensor:
-    """The reduced keep mask (bool, at the noise shape) that :func:`dropout` applies to an input of ``shape``.
-
-    >>> m = keep_mask((2, 3, 4), 0.5, (None, 1, 4), seed=0)
-    >>> tuple(m.shape), m.dtype
-    ((2, 1, 4), torch.bool)
-    >>> from noiseshape import _rng
-    >>> bool((m.numpy() == _rng.keep_flags((2, 1, 4), 0, 0, _rng.threshold(0.5))).all())   # the reference mask
-    True
-    """
-    op = "noiseshape.torch.keep_mask"
-    spec_text = _spec_text(noise_shape, broadcast_dims)
-    shape = check_shape(shape, op=op, spec=spec_text)
-    p = check_rate(p, op=op, name="p", shape=shape, spec=spec_text)
-    spec = resolve(shape, noise_shape, broadcast_dims, op=op) if coords is None else None
-    seed, stream, batch_offset = _check_seed(op, seed, stream, batch_offset, generator, shape, spec_text)
-    spec, j0 = _coords.locate(
-        op, shape, noise_shape, broadcast_dims, batch_offset=batch_offset, coords=coords, spec=spec, spec_text=spec_text
-    )
-    device = torch.device("cpu") if device is None else torch.device(device)
-    key = draw_key(seed, stream, generator, device)
-    return _rows.keep(key, spec.shape, j0, _rng.threshold(p)).bool()

@@ -21,6 +21,8 @@ from .._errors import axes_text, fail
 from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
 from .._types import BroadcastDims, NoiseShape
 from . import _eager, _ops, _replay
+from . import _engines as ne
+from . import _regions as nr
 from . import distributed as _dist
 from . import functional as nf
 
@@ -90,7 +92,7 @@ class _NoiseLayer(nn.Module):
                 return (_eager.draw_seed(None), 0)
             return (int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance))
         if self.seed is None:
-            return nf.draw_key(None, 0, None, x.device)
+            return ne.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
             return _ops.make_key(int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
         key = _replay.stream_key(self.rng_key) if torch.compiler.is_compiling() else self.rng_key.clone()
@@ -132,9 +134,9 @@ class _NoiseLayer(nn.Module):
     def _spec_full(self, x: Tensor):
         """The noise spec of a call on ``x`` and whether its mask is full-shape."""
         noise_shape, broadcast_dims = self._noise_args(x)
-        spec_full = nf.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
+        spec_full = ne.resolve_cached(x.shape, noise_shape, broadcast_dims, self._op())
         if self.share_batch:
-            spec = nf.share_axis(spec_full[0], self._batch_axis())
+            spec = ne.share_axis(spec_full[0], self._batch_axis())
             return spec, spec.full
         return spec_full
 
@@ -166,7 +168,7 @@ def _refuse_positional_inplace(layer: str, p, value, second: str | None) -> None
 
 def _check_float_weight(op: str, weight: Tensor, name: str) -> None:
     """A parameter to drop must be a dense floating-point tensor, as the functional forms require."""
-    nf._check_tensor(op, weight, name=name)
+    ne._check_tensor(op, weight, name=name)
 
 
 class _Rate(_NoiseLayer):
@@ -191,12 +193,13 @@ class _Rate(_NoiseLayer):
             and x.dtype in _ops.DTYPE_CODES
             and not _coords.in_block()
         ):  # the common call: an unseeded layer on a plain tensor, outside tracing
-            spec, full = nf._resolve_eager(x.shape, *self._noise_args(x), self._op_name)
+            noise_shape, broadcast_dims = self._noise_args(x)
+            spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
             t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
             seed = _eager.draw_seed(None)
             return _eager.bernoulli(x, seed, 0, spec.shape, full, t, self._keep_scale(scale), self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
-            nf._check_tensor(self._op(), x)  # raises
+            ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
         return self._noise(x, spec, self.next_key(x), t, scale, full)
@@ -206,7 +209,7 @@ class _Rate(_NoiseLayer):
         return scale
 
     def _noise(self, x, spec, key, t, scale, full):  # not _apply: nn.Module.to() and .cuda() call that one
-        return nf.bernoulli_apply(x, spec, key, self.where(spec), t, self._keep_scale(scale), self.inplace, full)
+        return ne.bernoulli_apply(x, spec, key, self.where(spec), t, self._keep_scale(scale), self.inplace, full)
 
 
 class Dropout(_Rate):
@@ -371,7 +374,7 @@ class AlphaDropout(_Rate):
         super().__init__(p, inplace=inplace, seed=seed, noise_shape=noise_shape, broadcast_dims=broadcast_dims)
 
     def _noise(self, x, spec, key, t, scale, full):
-        return nf.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
+        return ne.alpha_apply(x, spec, key, self.where(spec), t, self.inplace)
 
 
 class FeatureAlphaDropout(AlphaDropout):
@@ -416,7 +419,7 @@ class GaussianDropout(_Rate):
         nf.check_gaussian_rate(self.p, self._op())
 
     def _noise(self, x, spec, key, t, scale, full):
-        return nf.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
+        return ne.gaussian_mul_apply(x, spec, key, self.where(spec), math.sqrt(self.p / (1.0 - self.p)))
 
 
 class GaussianNoise(_NoiseLayer):
@@ -446,9 +449,9 @@ class GaussianNoise(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.stddev == 0.0:
             return x
-        nf._check_tensor(self._op(), x)
+        ne._check_tensor(self._op(), x)
         spec = self.spec(x)
-        return nf.gaussian_add_apply(x, spec, self.next_key(x), self.where(spec), self.stddev)
+        return ne.gaussian_add_apply(x, spec, self.next_key(x), self.where(spec), self.stddev)
 
 
 class DropBlock2d(_Rate):
@@ -464,20 +467,20 @@ class DropBlock2d(_Rate):
 
     def __init__(self, p: float = 0.1, block_size: int = 7, *, seed: int | None = None) -> None:
         super().__init__(p, seed=seed)
-        nf.block_centres_rate(self._op(), self.p, block_size, block_size, block_size, None)
+        nr.block_centres_rate(self._op(), self.p, block_size, block_size, block_size, None)
         self.block_size = int(block_size)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         op = self._op()
-        nf._check_tensor(op, x)
+        ne._check_tensor(op, x)
         if x.dim() != 4:
             raise fail(op, f"x has {axes_text(x.dim())}; DropBlock2d needs (N, C, H, W)", shape=tuple(x.shape))
-        gamma = nf.block_centres_rate(op, self.p, self.block_size, x.shape[2], x.shape[3], tuple(x.shape))
+        gamma = nr.block_centres_rate(op, self.p, self.block_size, x.shape[2], x.shape[3], tuple(x.shape))
         if x.numel() == 0:
             return x
-        return nf.block_apply(x, self.next_key(x), 0, self.p, self.block_size, gamma, self.share_batch)
+        return nr.block_apply(x, self.next_key(x), 0, self.p, self.block_size, gamma, self.share_batch)
 
     def _repr_args(self):
         return [*super()._repr_args(), f"block_size={self.block_size}"]
@@ -516,7 +519,7 @@ class EmbeddingDropout(_Rate):
         _check_float_weight(self._op(), weight, "embedding.weight")
         t = _rng.threshold(self.p)
         spec = resolve(tuple(weight.shape), (None, 1), op=self._op())
-        dropped = nf.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t), False, False)
+        dropped = ne.bernoulli_apply(weight, spec, self.next_key(weight), 0, t, _rng.keep_scale(t), False, False)
         e = self.embedding
         return torch.nn.functional.embedding(input, dropped, e.padding_idx, None, e.norm_type, e.scale_grad_by_freq)
 
@@ -594,6 +597,6 @@ class WeightDropout(_Rate):
             elif type(key) is tuple and not _eager.eager_ok(w):
                 key = _ops.make_key(key[0], key[1], w.device)
             spec = resolve(tuple(w.shape), self.noise_shape, self.broadcast_dims, op=op)
-            params[name] = nf.bernoulli_apply(w, spec, key, j0, t, scale)
+            params[name] = ne.bernoulli_apply(w, spec, key, j0, t, scale)
             j0 += math.prod(spec.shape)
         return torch.func.functional_call(self.module, params, args, kwargs)
