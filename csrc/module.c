@@ -83,6 +83,13 @@ static int check_dtype(int dtype, const char *what) {
     return 0;
 }
 
+/* The factors of a native multiply: float32 (0) or float64 (1) only. */
+static int check_factor_dtype(int dtype, const char *what) {
+    if (dtype == NS_F32 || dtype == NS_F64) return 0;
+    PyErr_Format(PyExc_ValueError, "%s: dtype code %d; give 0 (float32) or 1 (float64)", what, dtype);
+    return -1;
+}
+
 static int check_ptr(unsigned long long p, long long n, const char *name, const char *what) {
     if (n > 0 && p == 0) {
         PyErr_Format(PyExc_ValueError, "%s: %s is a null pointer", what, name);
@@ -237,10 +244,7 @@ static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iKLKKKLd|K:scaled_mask", &dtype, &out, &n, &seed, &stream, &j0, &t, &scale, &x))
         return NULL;
     if (check_n(n, what) || check_range(j0, n, what) || check_t(t, what)) return NULL;
-    if (dtype != NS_F32 && dtype != NS_F64) {
-        PyErr_Format(PyExc_ValueError, "%s: dtype code %d; give 0 (float32) or 1 (float64)", what, dtype);
-        return NULL;
-    }
+    if (check_factor_dtype(dtype, what)) return NULL;
     if (check_ptr(out, n, "out_ptr", what)) return NULL;
     int isa = active_isa;
     char *o = (char *)(uintptr_t)out;
@@ -347,6 +351,9 @@ static int read_layout(PyObject *shape_o, PyObject *const *strides_o, const char
     return 0;
 }
 
+/* The stride names of a select-multiply's x, y and broadcast mask. */
+static const char *const XYM_STRIDES[3] = {"x_strides", "y_strides", "m_strides"};
+
 static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
     (void)self;
     const char *what = "apply_mask";
@@ -359,11 +366,10 @@ static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
                           &scale, &nthreads))
         return NULL;
     if (check_dtype(dtype, what)) return NULL;
-    static const char *const names[3] = {"x_strides", "y_strides", "m_strides"};
     int64_t shape[NS_MAX_DIMS], strides[3][NS_MAX_DIMS];
     Py_ssize_t nd;
     long long total;
-    if (read_layout(shape_o, st, names, 3, shape, strides, &nd, &total, what)) return NULL;
+    if (read_layout(shape_o, st, XYM_STRIDES, 3, shape, strides, &nd, &total, what)) return NULL;
     if (check_ptr(x, total, "x_ptr", what) || check_ptr(y, total, "y_ptr", what) ||
         check_ptr(mask, total, "mask_ptr", what))
         return NULL;
@@ -386,10 +392,7 @@ static PyObject *py_zero_dropped(PyObject *self, PyObject *args) {
     unsigned long long y, m;
     PyObject *shape_o, *st[2];
     if (!PyArg_ParseTuple(args, "iKKOOO:zero_dropped", &dtype, &y, &m, &shape_o, &st[0], &st[1])) return NULL;
-    if (dtype != NS_F32 && dtype != NS_F64) {
-        PyErr_Format(PyExc_ValueError, "%s: dtype code %d; give 0 (float32) or 1 (float64)", what, dtype);
-        return NULL;
-    }
+    if (check_factor_dtype(dtype, what)) return NULL;
     static const char *const names[2] = {"y_strides", "m_strides"};
     int64_t shape[NS_MAX_DIMS], strides[2][NS_MAX_DIMS];
     Py_ssize_t nd;
@@ -416,24 +419,19 @@ static PyObject *py_shaped_dropout(PyObject *self, PyObject *args) {
     int dtype;
     unsigned long long x, y, seed, stream, j0;
     long long mask_n, t, nthreads;
-    PyObject *shape_o, *xs_o, *ys_o, *ms_o;
+    PyObject *shape_o, *st[3];
     double scale;
     if (!PyArg_ParseTuple(args, "iKKLKKKLOOOOdL:shaped_dropout", &dtype, &x, &y, &mask_n, &seed, &stream, &j0, &t,
-                          &shape_o, &xs_o, &ys_o, &ms_o, &scale, &nthreads))
+                          &shape_o, &st[0], &st[1], &st[2], &scale, &nthreads))
         return NULL;
     const char *what = "shaped_dropout";
     if (check_dtype(dtype, what) || check_n(mask_n, what) || check_range(j0, mask_n, what) || check_t(t, what))
         return NULL;
-    int64_t shape[NS_MAX_DIMS], xs[NS_MAX_DIMS], ys[NS_MAX_DIMS], ms[NS_MAX_DIMS];
-    Py_ssize_t nd, nx, ny, nm;
-    if (read_int64s(shape_o, shape, &nd, "shape", what) || read_int64s(xs_o, xs, &nx, "x_strides", what) ||
-        read_int64s(ys_o, ys, &ny, "y_strides", what) || read_int64s(ms_o, ms, &nm, "m_strides", what))
-        return NULL;
-    if (nx != nd || ny != nd || nm != nd) {
-        PyErr_Format(PyExc_ValueError, "%s: shape has %zd axes but the strides have %zd, %zd and %zd", what, nd, nx,
-                     ny, nm);
-        return NULL;
-    }
+    int64_t shape[NS_MAX_DIMS], strides[3][NS_MAX_DIMS];
+    Py_ssize_t nd;
+    long long total;
+    if (read_layout(shape_o, st, XYM_STRIDES, 3, shape, strides, &nd, &total, what)) return NULL;
+    const int64_t *xs = strides[0], *ys = strides[1], *ms = strides[2];
     /* every mask offset must lie inside the mask_n scratch elements */
     long long last = 0;
     for (Py_ssize_t d = 0; d < nd; d++) {

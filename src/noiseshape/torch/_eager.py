@@ -24,7 +24,17 @@ from torch.autograd.function import _SingleLevelFunction
 from .._errors import fail
 from . import _ops
 
-__all__ = ["Noise", "NoiseMul", "bernoulli", "draw_seed", "eager_ok", "keep_mask", "noise_mul", "normal"]
+__all__ = [
+    "Noise",
+    "NoiseMul",
+    "bernoulli",
+    "draw_seed",
+    "eager_ok",
+    "keep_mask",
+    "needs_autograd",
+    "noise_mul",
+    "normal",
+]
 
 _CPU = torch.device("cpu")
 _U64 = (1 << 64) - 1
@@ -72,21 +82,16 @@ def draw_seed(generator: torch.Generator | None) -> int:
     ``torch.manual_seed`` and checkpoint's restore of the RNG state reproduce the seed. On CPU the
     draw goes into a reused per-thread buffer (no allocation).
     """
-    if _functorch_active():  # inside torch.func transforms: the same draw, out of place (vmap's randomness rules apply)
-        return _drawn_in_transform(generator)
-    if generator is None:
-        buf = getattr(_local, "buf", None)
-        (buf if buf is not None else _seed_buffer()).random_(_LO, _HI)
-        return int(_local.view[0]) & _U64
-    if generator.device.type == "cpu":
-        _seed_buffer().random_(_LO, _HI, generator=generator)
-        return int(_local.view[0]) & _U64
-    drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=generator.device, generator=generator)
-    return int(drawn[0]) & _U64
+    if _functorch_active() or (generator is not None and generator.device.type != "cpu"):
+        return _drawn(generator)
+    buf = getattr(_local, "buf", None)
+    (buf if buf is not None else _seed_buffer()).random_(_LO, _HI, generator=generator)
+    return int(_local.view[0]) & _U64
 
 
-def _drawn_in_transform(generator: torch.Generator | None) -> int:
-    device = "cpu" if generator is None else generator.device
+def _drawn(generator: torch.Generator | None) -> int:
+    """The draw into a new tensor: on another device, or inside ``torch.func`` transforms (vmap's rules apply)."""
+    device = _CPU if generator is None else generator.device
     drawn = torch.randint(_LO, _HI, (2,), dtype=torch.int64, device=device, generator=generator)
     if torch._C._functorch.is_batchedtensor(drawn):
         raise fail(
@@ -102,15 +107,8 @@ def _drawn_in_transform(generator: torch.Generator | None) -> int:
 # the noise of one call
 
 
-def _core(device):
-    if device.type != "cpu":
-        return None
-    core = _ops._core_module
-    return core if core and not _ops.FORCE_TORCH else _ops.core_for(device)
-
-
 def _core_of(v: Tensor):
-    """The C core when it serves ``v`` (a CPU tensor), else None; :func:`_core` without building a device."""
+    """:func:`._ops.core_for` of ``v``'s device, without building a device object."""
     if not v.is_cpu:
         return None
     core = _ops._core_module
@@ -121,7 +119,11 @@ _CONTIGUOUS_LAYOUTS: dict = {}
 
 
 def _shaped_layout(v: Tensor, y: Tensor, mask_shape) -> tuple:
-    """``(mask elements, loop shape, x, y and mask strides)`` of a broadcast mask (cached for contiguous ones)."""
+    """``(mask elements, loop shape, x, y and mask strides)`` of a mask at ``mask_shape`` broadcast over ``v``.
+
+    For contiguous ``v`` and ``y`` (every eager call's common case) the layout is looked up by shapes
+    alone, skipping the strides and :func:`._ops._mask_layout`'s own cache key.
+    """
     if v.is_contiguous() and (y is v or y.is_contiguous()):
         k = (v.shape, mask_shape)
         hit = _CONTIGUOUS_LAYOUTS.get(k)
@@ -133,6 +135,25 @@ def _shaped_layout(v: Tensor, y: Tensor, mask_shape) -> tuple:
             _CONTIGUOUS_LAYOUTS[k] = hit
         return hit
     return (math.prod(mask_shape), *_ops._mask_layout(tuple(v.shape), v.stride(), y.stride(), tuple(mask_shape)))
+
+
+def _draw_apply(core, v: Tensor, y: Tensor, seed, stream, shape, j0, t, scale, full, bits_ptr: int = 0) -> bool:
+    """Draw the mask at ``shape`` and apply it to ``v`` into ``y`` in one C call; False where the core has no kernel.
+
+    A full-shape mask of contiguous ``v`` and ``y`` goes to ``dropout`` (which also packs the mask into
+    ``bits_ptr`` when given), any other layout to ``shaped_dropout``, which draws the mask into scratch memory.
+    """
+    n = v.numel()
+    code, threads = _ops.DTYPE_CODES[v.dtype], _ops._threads(n)
+    if full and v.is_contiguous() and y.is_contiguous():
+        core.dropout(code, v.data_ptr(), y.data_ptr(), n, seed, stream, j0, t, scale, bits_ptr, threads)
+        return True
+    shaped = getattr(core, "shaped_dropout", None)
+    if shaped is None:
+        return False
+    k, loop, xs, ys, ms = _shaped_layout(v, y, shape)
+    shaped(code, v.data_ptr(), y.data_ptr(), k, seed, stream, j0, t, loop, xs, ys, ms, scale, threads)
+    return True
 
 
 def _signed(v: int) -> int:
@@ -157,7 +178,7 @@ def _plain():
 
 def keep_mask(seed: int, stream: int, shape, j0: int, t: int, device) -> Tensor:
     """The uint8 keep flags (1 = keep) at ``shape``, elements ``j0 ..``, on ``device``."""
-    core = _core(device)
+    core = _ops.core_for(device)
     if core is None:
         return _ops.keep_mask(_ops.make_key(seed, stream, device), list(shape), j0, t)
     with _plain():
@@ -170,7 +191,7 @@ def keep_mask(seed: int, stream: int, shape, j0: int, t: int, device) -> Tensor:
 
 def normal(seed: int, stream: int, shape, j0: int, double: bool, device) -> Tensor:
     """Standard normal variates at ``shape`` (float64 when ``double``, else float32), elements ``j0 ..``."""
-    core = _core(device)
+    core = _ops.core_for(device)
     if core is None:
         return _ops.normal(_ops.make_key(seed, stream, device), list(shape), j0, double)
     with _plain():
@@ -229,29 +250,18 @@ class Noise:
         core = _core_of(v)
         if core is None:
             return self._apply_ops(v, y, inplace)
-        code = _ops.DTYPE_CODES[v.dtype]
-        threads = _ops._threads(n)
         if self.mask is None:
-            if self.full and v.is_contiguous() and y.is_contiguous():
-                if self.bits is not None:
-                    core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, threads)
-                    return y
-                bits_ptr = 0
-                if _ops.SAVE_BITS:
-                    self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
-                    bits_ptr = self.bits.data_ptr()
-                core.dropout(
-                    code, v.data_ptr(), y.data_ptr(), n, self.seed, self.stream, self.j0, self.t, self.scale,
-                    bits_ptr, threads,
-                )  # fmt: skip
+            full = self.full and v.is_contiguous() and y.is_contiguous()
+            if full and self.bits is not None:
+                code = _ops.DTYPE_CODES[v.dtype]
+                core.apply_bits(code, v.data_ptr(), y.data_ptr(), self.bits.data_ptr(), n, self.scale, _ops._threads(n))
                 return y
-            shaped = getattr(core, "shaped_dropout", None)
-            if shaped is not None:  # mask drawn into scratch memory and applied in one call, redrawn for backward
-                k, shape, xs, ys, ms = _shaped_layout(v, y, self.shape)
-                shaped(
-                    code, v.data_ptr(), y.data_ptr(), k, self.seed, self.stream, self.j0, self.t,
-                    shape, xs, ys, ms, self.scale, threads,
-                )  # fmt: skip
+            bits_ptr = 0
+            if full and _ops.SAVE_BITS:
+                self.bits = torch.empty((n + 7) // 8, dtype=torch.uint8)
+                bits_ptr = self.bits.data_ptr()
+            noise = (self.seed, self.stream, self.shape, self.j0, self.t, self.scale, self.full)
+            if _draw_apply(core, v, y, *noise, bits_ptr):
                 return y
         return _ops.apply_mask_into(core, v, y, self._mask(_CPU), self.scale)
 
@@ -347,21 +357,21 @@ NATIVE_MAX_BROADCAST = 1 << 16
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_ok(x: Tensor, t: int, inplace: bool, shape, full: bool) -> bool:
-    """Whether Bernoulli noise (threshold ``t``, mask ``shape``) of ``x`` needing autograd takes :func:`_native_mul`."""
+def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
+    """Whether ``noise`` on ``x``, which needs autograd, is applied by :func:`_native_mul`."""
     n = x.numel()
     return (
-        t != 0
-        and not inplace
-        and (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
+        noise.t != 0
+        and not (inplace or noise.gaussian)
+        and noise.mask is None
+        and (n <= NATIVE_MAX or (not noise.full and n <= NATIVE_MAX_BROADCAST and math.prod(noise.shape) <= NATIVE_MAX))
         and x.dtype in _NATIVE_DTYPES
-        and x.is_cpu
         and not _ops.SAVE_BITS
         and hasattr(_core_of(x), "zero_dropped")
     )
 
 
-def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool) -> Tensor:
+def _native_mul(x: Tensor, noise: Noise) -> Tensor:
     """``x * m`` with ``m`` the scaled mask at the noise shape: torch's own multiply node carries the gradient.
 
     ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
@@ -372,6 +382,15 @@ def _native_mul(x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale
     """
     core: Any = _ops._core_module  # the C core: _native_ok checked it serves x
     code = _NATIVE_DTYPES[x.dtype]
+    seed, stream, shape, j0, t, scale, full = (
+        noise.seed,
+        noise.stream,
+        noise.shape,
+        noise.j0,
+        noise.t,
+        noise.scale,
+        noise.full,
+    )
     contiguous = x.is_contiguous()
     m = torch.empty_like(x if full and contiguous else _template(shape, x.dtype))
     k = m.numel()
@@ -403,33 +422,24 @@ def _template(shape, dtype) -> Tensor:
     return t
 
 
+def needs_autograd(x: Tensor) -> bool:
+    """Whether a call on ``x`` must be differentiable: ``x`` needs a gradient, or forward AD or ``torch.func`` is on."""
+    return _functorch_active() or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0
+
+
 def bernoulli(x: Tensor, seed: int, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
-    """Bernoulli noise of a plain eager call (mask from global index 0), the C core called directly without autograd.
+    """Bernoulli noise of a plain eager call (mask from global index 0): the C core called directly without autograd.
 
     The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``,
-    which it defers to when autograd, another device or an unusual layout is involved.
+    which it is when autograd, another device or an unusual layout is involved.
     """
-    if _functorch_active():
-        return NoiseMul.apply(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
-    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if _native_ok(x, t, inplace, shape, full):
-            return _native_mul(x, seed, stream, shape, 0, t, scale, full)
-        return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
-    core = _core_of(x)
-    n = x.numel()
-    if core is None or not (n and t) or not x.is_contiguous():
-        return Noise(seed, stream, shape, 0, t, scale, full).apply(x, inplace)
-    y = x if inplace else torch.empty_like(x)  # contiguous, as x is
-    code, threads = _ops.DTYPE_CODES[x.dtype], _ops._threads(n)
-    if full:
-        core.dropout(code, x.data_ptr(), y.data_ptr(), n, seed, stream, 0, t, scale, 0, threads)
-        return y
-    shaped = getattr(core, "shaped_dropout", None)
-    if shaped is None:
-        return Noise(seed, stream, shape, 0, t, scale, full).into(x, y, inplace)
-    k, loop, xs, ys, ms = _shaped_layout(x, y, shape)
-    shaped(code, x.data_ptr(), y.data_ptr(), k, seed, stream, 0, t, loop, xs, ys, ms, scale, threads)
-    return y
+    if not needs_autograd(x):
+        core = _core_of(x)
+        if core is not None and t and x.numel():
+            y = x if inplace else torch.empty_like(x)
+            if _draw_apply(core, x, y, seed, stream, shape, 0, t, scale, full):
+                return y
+    return noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
 
 
 def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
@@ -437,8 +447,7 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if not noise.gaussian and noise.mask is None and _native_ok(x, noise.t, inplace, noise.shape, noise.full):
-            n = noise
-            return _native_mul(x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
+        if _native_ok(x, noise, inplace):
+            return _native_mul(x, noise)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

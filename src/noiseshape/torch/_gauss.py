@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd import forward_ad as _forward_ad
 
 from . import _eager, _ops
 
@@ -20,7 +19,6 @@ __all__ = ["add", "combine"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _f32, _f64 = torch.float32, torch.float64
-_grad_enabled = torch.is_grad_enabled
 _functorch_active = torch._C._are_functorch_transforms_active
 
 
@@ -36,15 +34,12 @@ def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: 
 
     ``x`` takes the eager path (:func:`._eager.eager_ok`); ``full`` says whether ``shape`` is ``x``'s shape.
     """
-    core = _ops._core_module
-    if not (core and x.is_cpu and not _ops.FORCE_TORCH):
-        core = _eager._core(x.device)
-        if core is None:  # other devices, or the pure-torch contract when forced
-            noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
-            return combine(x, noise * stddev)
-    plain = not _functorch_active()
-    if full and plain and x.is_contiguous():
-        if not (x.requires_grad and _grad_enabled()) and _forward_ad._current_level < 0:
+    core = _eager._core_of(x)
+    if core is None:  # other devices, or the pure-torch contract when forced
+        noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
+        return combine(x, noise * stddev)
+    if full and x.is_contiguous() and not _functorch_active():  # torch.func's wrappers have no data pointer
+        if not _eager.needs_autograd(x):
             y = torch.empty_like(x)  # contiguous, like x
             n = y.numel()
             if n:

@@ -157,15 +157,7 @@ def _prepare(
     if (
         type(rate) is float
         and 0.0 <= rate < _RATE_BELOW.get(check, 0.0)
-        and (seed is None or _plain_u64(seed))
-        and generator is None
-        and (stream == 0 or _plain_u64(stream))
-        and (batch_offset == 0 or _plain_u64(batch_offset))
-        and type(stream) is int
-        and type(batch_offset) is int
-        and eager_ok(x)  # x is a tensor
-        and x.dtype in _ops.DTYPE_CODES
-        and coords is None
+        and _plain_call(x, seed, stream, batch_offset, generator, coords)
     ):  # the common eager call: plain arguments, checks and noise shape resolution cached
         if rate == 0.0:
             resolve_cached(x.shape, noise_shape, broadcast_dims, op)
@@ -207,35 +199,45 @@ def _threshold_and_scale(rate: float) -> tuple[int, float]:
     return hit
 
 
-def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
-    """Whether a training call takes :func:`_fast_drop`: plain arguments and a plain tensor, outside tracing."""
+def _plain_call(x, seed, stream, batch_offset, generator, coords) -> bool:
+    """Whether ``x`` is a plain eager tensor and the seed arguments are plain ints (no generator, no coords)."""
     return (
-        type(p) is float
-        and 0.0 < p <= 1.0
-        and (seed is None or _plain_u64(seed))
+        (seed is None or _plain_u64(seed))
         and generator is None
-        and type(stream) is int
-        and (stream == 0 or _plain_u64(stream))
-        and type(batch_offset) is int
-        and batch_offset == 0
         and coords is None
-        and not _coords.in_block()
-        and eager_ok(x)
+        and type(stream) is int
+        and type(batch_offset) is int
+        and (stream == 0 or _plain_u64(stream))
+        and (batch_offset == 0 or _plain_u64(batch_offset))
+        and eager_ok(x)  # x is a tensor
         and x.dtype in _ops.DTYPE_CODES
     )
 
 
-def _fast_drop(op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False):
+def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
+    """Whether a training call takes :func:`_fast_drop`: a plain call whose mask starts at global index 0."""
+    return (
+        type(p) is float
+        and 0.0 < p <= 1.0
+        and _plain_call(x, seed, stream, batch_offset, generator, coords)
+        and batch_offset == 0
+        and not _coords.in_block()
+    )
+
+
+def _fast_drop(
+    op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False, broadcast_dims=None
+):
     """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape.
 
     ``own_shape``: the noise shape is one of the library's own tuples of ``None`` and ``1`` (no type
     check needed before the cache lookup). The caches are read directly: :func:`_fast` ruled out tracing.
     """
-    if noise_shape is None:
+    if noise_shape is None and broadcast_dims is None:
         shape, full = x.shape, True
     else:
         hit = _SPECS.get((x.shape, noise_shape, None)) if own_shape else None
-        spec, full = hit or _resolve_eager(x.shape, noise_shape, None, op)
+        spec, full = hit or _resolve_eager(x.shape, noise_shape, broadcast_dims, op)
         shape = spec.shape
     t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
     if seed is None:
@@ -283,8 +285,8 @@ def dropout(
     True
     """
     op = "noiseshape.torch.dropout"
-    if training is True and broadcast_dims is None and _fast(x, p, seed, stream, batch_offset, generator, coords):
-        return _fast_drop(op, x, p, noise_shape, seed, stream, inplace)
+    if training is True and _fast(x, p, seed, stream, batch_offset, generator, coords):
+        return _fast_drop(op, x, p, noise_shape, seed, stream, inplace, broadcast_dims=broadcast_dims)
     d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
 
@@ -705,15 +707,11 @@ def gaussian_noise(
         and type(stddev) is float
         and 0.0 < stddev < math.inf
         and noise_shape is None is broadcast_dims
-        and seed is None is generator
-        and coords is None
-        and type(stream) is int is type(batch_offset)
-        and stream == 0 == batch_offset
+        and _plain_call(x, seed, stream, batch_offset, generator, coords)
+        and batch_offset == 0
         and not _coords.in_block()
-        and eager_ok(x)
-        and x.dtype in _ops.DTYPE_CODES
-    ):  # the default call (a plain eager tensor, nothing to resolve or place): no check left to make
-        return _gauss.add(x, _eager.draw_seed(None), 0, x.shape, 0, stddev, True)
+    ):  # a plain eager call, nothing to resolve or place: no check left to make
+        return _gauss.add(x, _eager.draw_seed(None) if seed is None else seed, stream, x.shape, 0, stddev, True)
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
         op,

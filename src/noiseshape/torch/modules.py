@@ -174,6 +174,9 @@ def _check_float_weight(op: str, weight: Tensor, name: str) -> None:
 class _Rate(_NoiseLayer):
     """A layer with a drop probability ``p``."""
 
+    #: kept values are scaled by the inverse keep probability (``DropPath(scale_by_keep=False)`` turns it off)
+    scale_by_keep = True
+
     def __init__(self, p: float, *, inplace: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.p = check_rate(p, op=self._op(), name="p")
@@ -189,27 +192,22 @@ class _Rate(_NoiseLayer):
             self.seed is None
             and not self.share_batch
             and type(self)._noise is _Rate._noise
-            and _eager.eager_ok(x)
-            and x.dtype in _ops.DTYPE_CODES
-            and not _coords.in_block()
+            and nf._fast(x, self.p, None, 0, 0, None, None)
         ):  # the common call: an unseeded layer on a plain tensor, outside tracing
             noise_shape, broadcast_dims = self._noise_args(x)
-            spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
-            t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
-            seed = _eager.draw_seed(None)
-            return _eager.bernoulli(x, seed, 0, spec.shape, full, t, self._keep_scale(scale), self.inplace)
+            return nf._fast_drop(
+                self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
+                broadcast_dims=broadcast_dims,
+            )  # fmt: skip
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
         return self._noise(x, spec, self.next_key(x), t, scale, full)
 
-    def _keep_scale(self, scale: float) -> float:
-        """The factor of kept values given the inverse keep probability ``scale``."""
-        return scale
-
     def _noise(self, x, spec, key, t, scale, full):  # not _apply: nn.Module.to() and .cuda() call that one
-        return ne.bernoulli_apply(x, spec, key, self.where(spec), t, self._keep_scale(scale), self.inplace, full)
+        scale = scale if self.scale_by_keep else 1.0
+        return ne.bernoulli_apply(x, spec, key, self.where(spec), t, scale, self.inplace, full)
 
 
 class Dropout(_Rate):
@@ -345,9 +343,6 @@ class DropPath(_Rate):
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
-
-    def _keep_scale(self, scale: float) -> float:
-        return scale if self.scale_by_keep else 1.0
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
