@@ -67,6 +67,8 @@ def _sweep_cases(n: int):
 def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None, case: str | None = None) -> list[dict]:
     """Per-call median microseconds, forward and forward+backward, ours and the peer, at ``2**e`` elements.
 
+    Each case takes ``repeats`` timed calls of each kind; sizes up to ``2**12`` elements, whose calls
+    take microseconds, take ten times as many (the medians settle), sizes above ``2**16`` a third.
     ``case`` keeps only the case of that name.
     """
     import torch
@@ -77,7 +79,7 @@ def sweep(exponents=range(4, 25, 4), repeats: int = 30, progress=None, case: str
     out = []
     for e in exponents:
         n = 1 << e
-        reps = max(5, repeats if e <= 16 else repeats // 3)
+        reps = max(5, repeats * 10 if e <= 12 else repeats if e <= 16 else repeats // 3)
         for name, ours, peer, shape in _sweep_cases(n):
             if case is not None and name != case:
                 continue

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,7 +30,6 @@ __all__ = [
     "draw_seed",
     "eager_ok",
     "keep_mask",
-    "needs_autograd",
     "noise_mul",
     "normal",
 ]
@@ -65,13 +63,11 @@ def eager_ok(x) -> bool:
 _local = threading.local()
 
 
-def _seed_buffer():
-    buf = getattr(_local, "buf", None)
-    if buf is None:
-        with torch.inference_mode(False):
-            buf = _local.buf = torch.empty(2, dtype=torch.int64)
-        _local.view = buf.numpy()
-    return buf
+def _seed_buffer() -> tuple:
+    with torch.inference_mode(False):
+        buf = torch.empty(2, dtype=torch.int64)
+    _local.seed = buf, buf.numpy()
+    return _local.seed
 
 
 def draw_seed(generator: torch.Generator | None) -> int:
@@ -84,9 +80,24 @@ def draw_seed(generator: torch.Generator | None) -> int:
     """
     if _functorch_active() or (generator is not None and generator.device.type != "cpu"):
         return _drawn(generator)
-    buf = getattr(_local, "buf", None)
-    (buf if buf is not None else _seed_buffer()).random_(_LO, _HI, generator=generator)
-    return int(_local.view[0]) & _U64
+    if generator is None:
+        return _cpu_seed()
+    try:
+        buf, view = _local.seed
+    except AttributeError:
+        buf, view = _seed_buffer()
+    buf.random_(_LO, _HI, generator=generator)
+    return view.item(0) & _U64
+
+
+def _cpu_seed() -> int:
+    """:func:`draw_seed` from torch's default CPU generator, outside ``torch.func`` transforms."""
+    try:
+        buf, view = _local.seed
+    except AttributeError:
+        buf, view = _seed_buffer()
+    buf.random_(_LO, _HI)
+    return view.item(0) & _U64
 
 
 def _drawn(generator: torch.Generator | None) -> int:
@@ -354,92 +365,107 @@ _apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Pytho
 NATIVE_MAX = 1 << 12
 #: A reduced mask of at most ``NATIVE_MAX`` elements takes the native multiply up to this input size.
 NATIVE_MAX_BROADCAST = 1 << 16
+_UNIT = (1,)
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_ok(x: Tensor, noise: Noise, inplace: bool) -> bool:
-    """Whether ``noise`` on ``x``, which needs autograd, is applied by :func:`_native_mul`."""
+def _native_core(x: Tensor, shape, full: bool):
+    """The C core when noise at ``shape`` on ``x``, which needs autograd, is applied by :func:`_native_mul`, else None.
+
+    The noise is Bernoulli with a nonzero threshold, not in place and not yet drawn.
+    """
     n = x.numel()
-    return (
-        noise.t != 0
-        and not (inplace or noise.gaussian)
-        and noise.mask is None
-        and (n <= NATIVE_MAX or (not noise.full and n <= NATIVE_MAX_BROADCAST and math.prod(noise.shape) <= NATIVE_MAX))
+    if (
+        (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
         and x.dtype in _NATIVE_DTYPES
         and not _ops.SAVE_BITS
-        and hasattr(_core_of(x), "zero_dropped")
-    )
+    ):
+        core = _ops._core_module
+        if not (core and x.is_cpu and not _ops.FORCE_TORCH):
+            core = _core_of(x)
+        return core if hasattr(core, "scaled_mask") else None
+    return None
 
 
-def _native_mul(x: Tensor, noise: Noise) -> Tensor:
-    """``x * m`` with ``m`` the scaled mask at the noise shape: torch's own multiply node carries the gradient.
+def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool) -> Tensor:
+    """``x * m`` with ``m`` the scaled mask at ``shape``: torch's own multiply node carries the gradient.
 
     ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
     ``nan`` there, as torch's dropout does). Where the product of a dropped element may not be +0
     (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
-    element is exactly +0, as everywhere.
+    element is exactly +0, as everywhere. ``core`` is what :func:`_native_core` returned.
     """
-    core: Any = _ops._core_module  # the C core: _native_ok checked it serves x
     code = _NATIVE_DTYPES[x.dtype]
-    seed, stream, shape, j0, t, scale, full = (
-        noise.seed,
-        noise.stream,
-        noise.shape,
-        noise.j0,
-        noise.t,
-        noise.scale,
-        noise.full,
-    )
-    contiguous = x.is_contiguous()
-    m = torch.empty_like(x if full and contiguous else _template(shape, x.dtype))
+    plain = full and x.is_contiguous()  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
+    if plain:
+        m = torch.empty_like(x)
+    else:
+        template, loop, ys, ms = _mask_plan(x, shape)
+        m = torch.empty_like(template)
     k = m.numel()
     if not k:
         return torch.mul(x, m)
-    plain = full and contiguous  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
     to_rewrite = core.scaled_mask(code, m.data_ptr(), k, seed, stream, j0, t, scale, x.data_ptr() if plain else 0)
     y = torch.mul(x, m)
-    if not to_rewrite:  # y holds the contract's values
-        return y
-    # the C core zeroes y's dropped elements in place (no autograd involved)
-    _, loop, _, ys, ms = _shaped_layout(x, y, shape)
-    core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
+    if to_rewrite:  # the C core zeroes y's dropped elements in place (no autograd involved)
+        if plain:
+            loop, ys, ms = (k,), _UNIT, _UNIT
+        elif not (x.is_contiguous() and y.is_contiguous()):
+            _, loop, _, ys, ms = _shaped_layout(x, y, shape)
+        core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
     return y
 
 
-_TEMPLATES: dict = {}
+_PLANS: dict = {}
 
 
-def _template(shape, dtype) -> Tensor:
-    """A tensor of ``shape`` and ``dtype`` to allocate like (``empty_like`` is torch's quickest allocation)."""
-    k = (shape, dtype)
-    t = _TEMPLATES.get(k)
-    if t is None:
-        if len(_TEMPLATES) > 1024:
-            _TEMPLATES.clear()
-        with torch.inference_mode(False):
-            t = _TEMPLATES[k] = torch.empty(shape, dtype=dtype)
-    return t
+def _mask_plan(x: Tensor, shape) -> tuple:
+    """``(template, loop, y strides, mask strides)`` of a scaled mask at ``shape`` multiplied into ``x``.
 
-
-def needs_autograd(x: Tensor) -> bool:
-    """Whether a call on ``x`` must be differentiable: ``x`` needs a gradient, or forward AD or ``torch.func`` is on."""
-    return _functorch_active() or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0
-
-
-def bernoulli(x: Tensor, seed: int, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
-    """Bernoulli noise of a plain eager call (mask from global index 0): the C core called directly without autograd.
-
-    The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``,
-    which it is when autograd, another device or an unusual layout is involved.
+    The template is a tensor of the mask's shape and ``x``'s dtype to allocate like (``empty_like``
+    is torch's quickest allocation); the layout is that of :func:`_shaped_layout` for a contiguous
+    ``x`` and product. Cached by shapes and dtype.
     """
-    if not needs_autograd(x):
-        core = _core_of(x)
-        if core is not None and t and x.numel():
-            y = x if inplace else torch.empty_like(x)
-            if _draw_apply(core, x, y, seed, stream, shape, 0, t, scale, full):
-                return y
-    return noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
+    key = (x.shape, shape, x.dtype)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        with torch.inference_mode(False):
+            template = torch.empty(shape, dtype=x.dtype)
+        strides: list[int] = []  # x's and the product's when contiguous
+        step = 1
+        for size in reversed(x.shape):
+            strides.insert(0, step)
+            step *= max(size, 1)
+        loop, _, ys, ms = _ops._mask_layout(tuple(x.shape), tuple(strides), tuple(strides), tuple(shape))
+        plan = _PLANS[key] = (template, loop, ys, ms)
+    return plan
+
+
+def bernoulli(x: Tensor, seed, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
+    """Bernoulli noise of a plain eager call (mask from global index 0), by the shortest way that serves ``x``.
+
+    The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``: without
+    autograd the C core is called directly, with it small inputs take :func:`_native_mul`; the rest,
+    other devices and unusual layouts go through :class:`Noise`. ``seed`` None draws one (:func:`draw_seed`).
+    """
+    if _functorch_active() or not t:
+        return noise_mul(x, Noise(draw_seed(None) if seed is None else seed, stream, shape, 0, t, scale, full), inplace)
+    if seed is None:
+        seed = _cpu_seed()
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        core = None if inplace else _native_core(x, shape, full)
+        if core is not None:
+            return _native_mul(core, x, seed, stream, shape, 0, t, scale, full)
+        return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
+    core = _core_of(x)
+    if core is not None and x.numel():
+        y = x if inplace else torch.empty_like(x)
+        if _draw_apply(core, x, y, seed, stream, shape, 0, t, scale, full):
+            return y
+    return Noise(seed, stream, shape, 0, t, scale, full).apply(x, inplace)
 
 
 def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
@@ -447,7 +473,10 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
     if _functorch_active():
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        if _native_ok(x, noise, inplace):
-            return _native_mul(x, noise)
+        if noise.t and noise.mask is None and not (inplace or noise.gaussian):
+            core = _native_core(x, noise.shape, noise.full)
+            if core is not None:
+                n = noise
+                return _native_mul(core, x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from . import _eager, _ops
 
@@ -19,7 +20,9 @@ __all__ = ["add", "combine"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _f32, _f64 = torch.float32, torch.float64
+_OWN = (_f32, _f64)  # the dtypes whose noise is drawn in their own dtype
 _functorch_active = torch._C._are_functorch_transforms_active
+_grad_enabled = torch.is_grad_enabled
 
 
 def combine(x: Tensor, noise: Tensor) -> Tensor:
@@ -38,20 +41,21 @@ def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: 
     if core is None:  # other devices, or the pure-torch contract when forced
         noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
         return combine(x, noise * stddev)
+    dtype = x.dtype
     if full and x.is_contiguous() and not _functorch_active():  # torch.func's wrappers have no data pointer
-        if not _eager.needs_autograd(x):
+        if not ((x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0):
             y = torch.empty_like(x)  # contiguous, like x
             n = y.numel()
             if n:
-                code = _ops.DTYPE_CODES[x.dtype]
+                code = _ops.DTYPE_CODES[dtype]
                 core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
             return y
-        noise = torch.empty_like(x, dtype=_f64 if x.dtype == _f64 else _f32)
+        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
     else:
         with _eager._plain():
-            noise = torch.empty(shape, dtype=_f64 if x.dtype == _f64 else _f32)
+            noise = torch.empty(shape, dtype=_f64 if dtype == _f64 else _f32)
     m = noise.numel()
     if m:
         double = 1 if noise.dtype == _f64 else 0
         core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
-    return combine(x, noise)
+    return (x.float() + noise).to(dtype) if dtype in _HALF else x + noise

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from .. import _threads as _thread_settings
 from .._threads import get_num_threads
 from . import _philox
 
@@ -87,6 +88,8 @@ _SMALL = 1 << 16
 
 
 def _threads(n: int = _SMALL) -> int:
+    if n < _SMALL and _thread_settings._env_read:  # the environment was read and found good (or unset)
+        return 1
     threads = get_num_threads()  # also for small calls, so a bad setting is reported whatever the size
     return 1 if n < _SMALL else threads
 

@@ -240,8 +240,6 @@ def _fast_drop(
         spec, full = hit or _resolve_eager(x.shape, noise_shape, broadcast_dims, op)
         shape = spec.shape
     t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
-    if seed is None:
-        seed = _eager.draw_seed(None)
     return _eager.bernoulli(x, seed, stream, shape, full, t, scale if scale_by_keep else 1.0, inplace)
 
 
