@@ -387,16 +387,18 @@ def _native_core(x: Tensor, shape, full: bool):
     return None
 
 
-def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool) -> Tensor:
+def _native_mul(
+    core, x: Tensor, code: int, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool
+) -> Tensor:
     """``x * m`` with ``m`` the scaled mask at ``shape``: torch's own multiply node carries the gradient.
 
     ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
     ``nan`` there, as torch's dropout does). Where the product of a dropped element may not be +0
     (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
-    element is exactly +0, as everywhere. ``core`` is what :func:`_native_core` returned.
+    element is exactly +0, as everywhere. ``core`` is what :func:`_native_core` returned, ``code``
+    the core's code of ``x``'s dtype.
     """
-    code = _NATIVE_DTYPES[x.dtype]
     plain = full and x.is_contiguous()  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
     if plain:
         m = torch.empty_like(x)
@@ -447,21 +449,34 @@ def _mask_plan(x: Tensor, shape) -> tuple:
 def bernoulli(x: Tensor, seed, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
     """Bernoulli noise of a plain eager call (mask from global index 0), by the shortest way that serves ``x``.
 
-    The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``: without
-    autograd the C core is called directly, with it small inputs take :func:`_native_mul`; the rest,
-    other devices and unusual layouts go through :class:`Noise`. ``seed`` None draws one (:func:`draw_seed`).
+    The same values as ``noise_mul(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)``: on CPU
+    without autograd the C core is called directly, with it small inputs take :func:`_native_mul`; the
+    rest, other devices and unusual layouts go through :class:`Noise`. ``seed`` None draws one
+    (:func:`draw_seed`). Every call of the functions and layers that needs no argument checked comes here.
     """
-    if _functorch_active() or not t:
-        return noise_mul(x, Noise(draw_seed(None) if seed is None else seed, stream, shape, 0, t, scale, full), inplace)
-    if seed is None:
-        seed = _cpu_seed()
+    core = _ops._core_module
+    if _functorch_active() or not (t and core and x.is_cpu and not _ops.FORCE_TORCH):
+        noise = Noise(draw_seed(None) if seed is None else seed, stream, shape, 0, t, scale, full)
+        return noise_mul(x, noise, inplace)
+    if seed is None:  # draw_seed, written out: this is every unseeded call's path
+        try:
+            buf, view = _local.seed
+        except AttributeError:
+            buf, view = _seed_buffer()
+        buf.random_(_LO, _HI)
+        seed = view.item(0) & _U64
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        core = None if inplace else _native_core(x, shape, full)
-        if core is not None:
-            return _native_mul(core, x, seed, stream, shape, 0, t, scale, full)
+        n, code = x.numel(), _NATIVE_DTYPES.get(x.dtype)
+        if (
+            code is not None
+            and not inplace
+            and (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
+            and not _ops.SAVE_BITS
+            and hasattr(core, "scaled_mask")
+        ):  # _native_core's conditions
+            return _native_mul(core, x, code, seed, stream, shape, 0, t, scale, full)
         return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
-    core = _core_of(x)
-    if core is not None and x.numel():
+    if x.numel():
         y = x if inplace else torch.empty_like(x)
         if _draw_apply(core, x, y, seed, stream, shape, 0, t, scale, full):
             return y
@@ -476,7 +491,7 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
         if noise.t and noise.mask is None and not (inplace or noise.gaussian):
             core = _native_core(x, noise.shape, noise.full)
             if core is not None:
-                n = noise
-                return _native_mul(core, x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
+                n, code = noise, _NATIVE_DTYPES[x.dtype]
+                return _native_mul(core, x, code, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from .. import _threads as _thread_settings
 from . import _eager, _ops
 
 __all__ = ["add", "combine"]
@@ -32,30 +33,48 @@ def combine(x: Tensor, noise: Tensor) -> Tensor:
     return x + noise
 
 
-def add(x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, full: bool) -> Tensor:
+def add(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool) -> Tensor:
     """``x + stddev * z``, ``z`` the standard normals of ``(seed, stream)`` at ``shape`` from global index ``j0``.
 
     ``x`` takes the eager path (:func:`._eager.eager_ok`); ``full`` says whether ``shape`` is ``x``'s shape.
+    ``seed`` None draws one (:func:`._eager.draw_seed`). A contiguous CPU ``x`` with noise of its own
+    shape, every plain call's case, takes the shortest way (one C call and at most one torch op).
     """
+    core = _ops._core_module
+    if not (core and full and x.is_cpu and not _ops.FORCE_TORCH and not _functorch_active() and x.is_contiguous()):
+        return _add_drawn(x, seed, stream, shape, j0, stddev, full)
+    if seed is None:
+        seed = _eager._cpu_seed()
+    dtype = x.dtype
+    n = x.numel()
+    threads = 1 if n < _ops._SMALL and _thread_settings._env_read else _ops._threads(n)
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
+        if n:  # float32 noise (code 0) for float32 and the half types, float64 (code 1) for float64
+            code = 1 if dtype == _f64 else 0
+            core.gaussian_add(code, 0, noise.data_ptr(), n, seed, stream, j0, stddev, threads)
+        return x + noise if dtype in _OWN else (x.float() + noise).to(dtype)
+    y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
+    if n:
+        core.gaussian_add(_ops.DTYPE_CODES[dtype], x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, threads)
+    return y
+
+
+def _add_drawn(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool) -> Tensor:
+    """:func:`add` with the scaled noise drawn into its own tensor (or by torch ops off the C core)."""
+    if seed is None:
+        seed = _eager.draw_seed(None)
     core = _eager._core_of(x)
     if core is None:  # other devices, or the pure-torch contract when forced
         noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
         return combine(x, noise * stddev)
-    dtype = x.dtype
     if full and x.is_contiguous() and not _functorch_active():  # torch.func's wrappers have no data pointer
-        if not ((x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0):
-            y = torch.empty_like(x)  # contiguous, like x
-            n = y.numel()
-            if n:
-                code = _ops.DTYPE_CODES[dtype]
-                core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
-            return y
-        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
+        noise = torch.empty_like(x, dtype=_f64 if x.dtype == _f64 else _f32)
     else:
         with _eager._plain():
-            noise = torch.empty(shape, dtype=_f64 if dtype == _f64 else _f32)
+            noise = torch.empty(shape, dtype=_f64 if x.dtype == _f64 else _f32)
     m = noise.numel()
     if m:
         double = 1 if noise.dtype == _f64 else 0
         core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
-    return (x.float() + noise).to(dtype) if dtype in _HALF else x + noise
+    return combine(x, noise)

@@ -27,7 +27,6 @@ from .._spec import NoiseSpec, _spec_text, check_rate, resolve
 from .._types import BroadcastDims, NoiseShape
 from . import _eager, _gauss, _ops, _rows
 from . import distributed as _dist
-from ._eager import eager_ok
 from ._engines import (
     _DROPOUT_ADD,
     _SPECS,
@@ -128,6 +127,11 @@ def _plain_u64(v) -> bool:
 
 
 _U64 = (1 << 64) - 1
+_ZERO = 0
+_Parameter = torch.nn.Parameter
+_strided = torch.strided
+_dynamo_compiling = torch.compiler.is_dynamo_compiling  # eager: False, one call
+_dispatch_depth = torch._C._len_torch_dispatch_stack
 
 
 def _prepare(
@@ -200,16 +204,24 @@ def _threshold_and_scale(rate: float) -> tuple[int, float]:
 
 
 def _plain_call(x, seed, stream, batch_offset, generator, coords) -> bool:
-    """Whether ``x`` is a plain eager tensor and the seed arguments are plain ints (no generator, no coords)."""
+    """Whether the seed arguments are plain ints (no generator, no coords) and ``x`` takes the eager path.
+
+    ``x``: a plain strided tensor of a dtype the kernels take, outside tracing and dispatch modes
+    (:func:`._eager.eager_ok`, written out here: this check starts every fast path).
+    """
     return (
-        (seed is None or _plain_u64(seed))
-        and generator is None
+        generator is None
         and coords is None
+        and (seed is None or _plain_u64(seed))
         and type(stream) is int
         and type(batch_offset) is int
         and (stream == 0 or _plain_u64(stream))
         and (batch_offset == 0 or _plain_u64(batch_offset))
-        and eager_ok(x)  # x is a tensor
+        and not _dynamo_compiling()  # under dynamo the rest is not traced; other tracing fails the checks below
+        and (type(x) is Tensor or type(x) is _Parameter)
+        and x.layout == _strided
+        and not x.is_meta
+        and not _dispatch_depth()
         and x.dtype in _ops.DTYPE_CODES
     )
 
@@ -219,9 +231,9 @@ def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
     return (
         type(p) is float
         and 0.0 < p <= 1.0
+        and batch_offset is _ZERO  # the int 0 (one object in CPython); any other value takes the checked path
+        and not _coords._SAMPLES  # no global_samples block open
         and _plain_call(x, seed, stream, batch_offset, generator, coords)
-        and batch_offset == 0
-        and not _coords.in_block()
     )
 
 
@@ -705,11 +717,11 @@ def gaussian_noise(
         and type(stddev) is float
         and 0.0 < stddev < math.inf
         and noise_shape is None is broadcast_dims
+        and batch_offset is _ZERO  # as in _fast
+        and not _coords._SAMPLES
         and _plain_call(x, seed, stream, batch_offset, generator, coords)
-        and batch_offset == 0
-        and not _coords.in_block()
     ):  # a plain eager call, nothing to resolve or place: no check left to make
-        return _gauss.add(x, _eager.draw_seed(None) if seed is None else seed, stream, x.shape, 0, stddev, True)
+        return _gauss.add(x, seed, stream, x.shape, 0, stddev, True)
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
         op,
