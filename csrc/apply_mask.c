@@ -50,6 +50,11 @@ static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const ui
             memset(yp + (size_t)i0 * sz, 0, (size_t)(i1 - i0) * sz); /* +0 in every dtype */
             return;
         }
+        if (c->mi == 1 && c->ops->apply_u8[c->dtype]) { /* a mask element per element, read as bytes */
+            c->ops->apply_u8[c->dtype](xp + (size_t)i0 * sz, yp + (size_t)i0 * sz, mp + i0, (size_t)(i1 - i0),
+                                       c->scale);
+            return;
+        }
         NS_ALIGN64 uint8_t bitbuf[NS_CHUNK / 8];
         for (int64_t i = i0; i < i1; i += NS_CHUNK) {
             size_t len = (size_t)(i1 - i < NS_CHUNK ? i1 - i : NS_CHUNK);

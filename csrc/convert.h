@@ -132,6 +132,22 @@ static inline void apply_tail(int dt, const void *x, void *y, const uint8_t *bit
     for (; i < n; i++) elem_apply(dt, (const char *)x + i * sz, (char *)y + i * sz, bit_at(bits, i), sf, scale);
 }
 
+/* y[i] = mask[i] ? x[i] * scale : +0 for i in [i0, n), branch-free (the byte-mask kernels' scalar
+ * form and their vector paths' tails): the product's bits AND all-ones or zero. */
+static inline void apply_u8_f32_from(const void *x, void *y, const uint8_t *mask, size_t i0, size_t n, double scale) {
+    float sf = (float)scale;
+    for (size_t i = i0; i < n; i++) store_u32(y, i, f32_bits(load_f32(x, i) * sf) & (0u - (uint32_t)(mask[i] != 0)));
+}
+
+static inline void apply_u8_f64_from(const void *x, void *y, const uint8_t *mask, size_t i0, size_t n, double scale) {
+    for (size_t i = i0; i < n; i++) {
+        double p = load_f64(x, i) * scale;
+        uint64_t u;
+        memcpy(&u, &p, 8);
+        store_u64(y, i, u & (0u - (uint64_t)(mask[i] != 0)));
+    }
+}
+
 /* Reads ceil(nbits / 8) (at most 8) bytes of a bit mask as a little-endian word. */
 static inline uint64_t load_bits(const uint8_t *bits, size_t nbits) {
     size_t nbytes = nbits >= 64 ? 8 : (nbits + 7) / 8;

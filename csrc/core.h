@@ -88,6 +88,8 @@ typedef struct {
     ns_u2b_fn u8_to_bits;
     /* Reads ceil(n / 8) bytes of bits. */
     ns_apply_fn apply_bits[NS_DTYPE_COUNT];
+    /* The same select-multiply from a byte mask (n bytes, nonzero = keep); NULL where the path has none. */
+    ns_apply_fn apply_u8[NS_DTYPE_COUNT];
 } ns_ops;
 
 /* The tables of the paths (the SIMD ones exist on x86-64 builds only). */
@@ -98,6 +100,8 @@ extern const ns_ops ns_ops_avx512;
 /* float32 / float64 apply of the AVX2 path, which the AVX-512 path reuses. */
 void ns_apply_f32_avx2(const void *x, void *y, const uint8_t *bits, size_t n, double scale);
 void ns_apply_f64_avx2(const void *x, void *y, const uint8_t *bits, size_t n, double scale);
+void ns_apply_u8_f32_avx2(const void *x, void *y, const uint8_t *mask, size_t n, double scale);
+void ns_apply_u8_f64_avx2(const void *x, void *y, const uint8_t *mask, size_t n, double scale);
 #endif
 
 /* The table of an ISA index, falling back to the scalar path. */

@@ -146,6 +146,40 @@ NS_TARGET_AVX2 void ns_apply_f64_avx2(const void *x, void *y, const uint8_t *bit
     apply_tail(NS_F64, x, y, bits, i, n, scale);
 }
 
+/* Byte masks: 8 (float32) or 4 (float64) mask bytes widened to lanes, all-ones where the byte is 0. */
+NS_TARGET_AVX2 void ns_apply_u8_f32_avx2(const void *x, void *y, const uint8_t *mask, size_t n, double scale) {
+    const float *xs = x;
+    float *ys = y;
+    const float sf = (float)scale;
+    const __m256 sv = _mm256_set1_ps(sf);
+    const __m256i zero = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, mask + i, 8);
+        __m256i drop = _mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)w)), zero);
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xs + i), sv);
+        _mm256_storeu_ps(ys + i, _mm256_andnot_ps(_mm256_castsi256_ps(drop), v));
+    }
+    apply_u8_f32_from(x, y, mask, i, n, scale);
+}
+
+NS_TARGET_AVX2 void ns_apply_u8_f64_avx2(const void *x, void *y, const uint8_t *mask, size_t n, double scale) {
+    const double *xs = x;
+    double *ys = y;
+    const __m256d sv = _mm256_set1_pd(scale);
+    const __m256i zero = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w;
+        memcpy(&w, mask + i, 4);
+        __m256i drop = _mm256_cmpeq_epi64(_mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)w)), zero);
+        __m256d v = _mm256_mul_pd(_mm256_loadu_pd(xs + i), sv);
+        _mm256_storeu_pd(ys + i, _mm256_andnot_pd(_mm256_castsi256_pd(drop), v));
+    }
+    apply_u8_f64_from(x, y, mask, i, n, scale);
+}
+
 NS_TARGET_AVX2 static void apply_f16_avx2(const void *x, void *y, const uint8_t *bits, size_t n, double scale) {
     const uint16_t *xs = x;
     uint16_t *ys = y;
@@ -189,6 +223,7 @@ const ns_ops ns_ops_avx2 = {
     b2u_avx2,
     u2b_avx2,
     {ns_apply_f32_avx2, ns_apply_f64_avx2, apply_f16_avx2, apply_bf16_avx2},
+    {ns_apply_u8_f32_avx2, ns_apply_u8_f64_avx2, NULL, NULL},
 };
 
 #endif /* NS_X86 */

@@ -195,6 +195,7 @@ const ns_ops ns_ops_avx512 = {
     b2u_avx512,
     u2b_avx512,
     {ns_apply_f32_avx2, ns_apply_f64_avx2, apply_f16_avx512, apply_bf16_avx512},
+    {ns_apply_u8_f32_avx2, ns_apply_u8_f64_avx2, NULL, NULL},
 };
 
 #endif /* NS_X86 */

@@ -58,10 +58,19 @@ static void apply_bf16_scalar(const void *x, void *y, const uint8_t *bits, size_
     apply_tail(NS_BF16, x, y, bits, 0, n, scale);
 }
 
+static void apply_u8_f32_scalar(const void *x, void *y, const uint8_t *mask, size_t n, double scale) {
+    apply_u8_f32_from(x, y, mask, 0, n, scale);
+}
+
+static void apply_u8_f64_scalar(const void *x, void *y, const uint8_t *mask, size_t n, double scale) {
+    apply_u8_f64_from(x, y, mask, 0, n, scale);
+}
+
 const ns_ops ns_ops_scalar = {
     blocks_scalar,
     ns_l2b_scalar,
     b2u_scalar,
     ns_u2b_scalar,
     {apply_f32_scalar, apply_f64_scalar, apply_f16_scalar, apply_bf16_scalar},
+    {apply_u8_f32_scalar, apply_u8_f64_scalar, NULL, NULL},
 };

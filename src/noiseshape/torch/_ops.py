@@ -302,9 +302,13 @@ dropout_full.register_autograd(_dropout_full_backward, setup_context=_dropout_fu
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=1024)
 def _mask_layout(shape: tuple, x_strides: tuple, y_strides: tuple, mask_shape: tuple):
-    """The collapsed loop of ``apply_mask``: shape and element strides of x, y and the broadcast mask (cached)."""
+    """The collapsed loop of ``apply_mask``: shape and element strides of x, y and the broadcast mask (cached).
+
+    The axes are taken in the output's memory order (largest stride of ``y``, then of ``x``, outermost),
+    so a transposed or channels-last ``y`` is written front to back; each element's value does not
+    depend on the order.
+    """
     from .._spec import collapse
 
     contiguous, step = [], 1
@@ -312,7 +316,8 @@ def _mask_layout(shape: tuple, x_strides: tuple, y_strides: tuple, mask_shape: t
         contiguous.append(step)
         step *= n
     m_strides = tuple(0 if r == 1 else s for r, s in zip(mask_shape, reversed(contiguous)))
-    return collapse(shape, x_strides, y_strides, m_strides)
+    order = sorted(range(len(shape)), key=lambda d: (-abs(y_strides[d]), -abs(x_strides[d])))
+    return collapse(*(tuple(v[d] for d in order) for v in (shape, x_strides, y_strides, m_strides)))
 
 
 def apply_mask_into(core, x: Tensor, y: Tensor, mask: Tensor, scale: float) -> Tensor:
