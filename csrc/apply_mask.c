@@ -211,6 +211,20 @@ void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t 
                 else
                     for (int64_t i = 0; i < inner; i++) memset(yp + (ptrdiff_t)(i * yi) * (ptrdiff_t)sz, 0, sz);
             }
+        } else if (mi == 1 && yi == 1) { /* a factor per element: branch-free, so the compiler vectorizes it */
+            if (dtype == NS_F32) {
+                for (int64_t i = 0; i < inner; i++) {
+                    uint32_t keep = 0u - (uint32_t)(load_f32(mp, (size_t)i) != 0.0f);
+                    store_u32(yp, (size_t)i, f32_bits(load_f32(yp, (size_t)i)) & keep);
+                }
+            } else {
+                for (int64_t i = 0; i < inner; i++) {
+                    uint64_t keep = 0u - (uint64_t)(load_f64(mp, (size_t)i) != 0.0), u;
+                    double v = load_f64(yp, (size_t)i);
+                    memcpy(&u, &v, 8);
+                    store_u64(yp, (size_t)i, u & keep);
+                }
+            }
         } else {
             for (int64_t i = 0; i < inner; i++)
                 if (factor_is_zero(dtype, mp, i * mi)) memset(yp + (ptrdiff_t)(i * yi) * (ptrdiff_t)sz, 0, sz);
