@@ -38,6 +38,7 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
     assert {r["case"] for r in rows} == {
         "dropout",
         "dropout (None, 1)",
+        "dropout (None, 1, None)",
         "spatial_dropout2d",
         "drop_path",
         "gaussian_noise",

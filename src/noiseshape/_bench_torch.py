@@ -47,12 +47,19 @@ def _sweep_cases(n: int):
     rows = max(1, n // 16)
     shaped = (rows, 16)
     spatial = (max(1, n // 256), 4, 8, 8) if n >= 256 else (1, n // 64 or 1, 8, 8)
+    steps = (max(1, n // 1024), 16, 64) if n >= 1024 else (1, max(1, n // 64), min(n, 64))
     yield "dropout", lambda x: nst.dropout(x, rate), lambda x: F.dropout(x, rate), (n,)
     yield (
         "dropout (None, 1)",
         lambda x: nst.dropout(x, rate, (None, 1)),
         lambda x: x * torch.bernoulli(torch.full((x.shape[0], 1), keep)) / keep,
         shaped,
+    )
+    yield (  # Keras' (batch, 1, features): the same features dropped at every step of a sample
+        "dropout (None, 1, None)",
+        lambda x: nst.dropout(x, rate, (None, 1, None)),
+        lambda x: x * torch.bernoulli(torch.full((x.shape[0], 1, x.shape[2]), keep)) / keep,
+        steps,
     )
     yield "spatial_dropout2d", lambda x: nst.spatial_dropout2d(x, rate), lambda x: F.dropout2d(x, rate), spatial
     yield (
