@@ -141,6 +141,8 @@ def test_seeded_layers_round_trip(name, make, shape, shared, kind):
     assert not torch.equal(second, first)
     for clone in clones:
         assert torch.equal(clone(x), second)
+        assert clone.rng_key.tolist() == [5, 2]  # each layer advances its own buffer, which state_dict saves
+    assert layer.rng_key.tolist() == [5, 2]
     assert torch.equal(make(seed=5)(x), first)  # without the state it starts again from the first mask
     assert repr(eval(repr(layer), vars(nst))) == repr(layer)
 

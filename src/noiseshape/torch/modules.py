@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -44,6 +45,11 @@ __all__ = [
     "SpatialDropout3d",
     "WeightDropout",
 ]
+
+
+def _word(counter, i: int) -> int:
+    """Word ``i`` of a layer's key (a NumPy view or a tensor) as an unsigned 64-bit int."""
+    return (counter.item(i) if type(counter) is np.ndarray else int(counter[i])) & _U64
 
 
 class _NoiseLayer(nn.Module):
@@ -90,27 +96,38 @@ class _NoiseLayer(nn.Module):
         if _eager.eager_ok(x):
             if self.seed is None:
                 return (_eager.draw_seed(None), 0)
-            return (int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance))
+            return (_word(self._counter(), 0), _replay.take_stream(self, self._advance))
         if self.seed is None:
             return ne.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
-            return _ops.make_key(int(self._counter()[0]) & _U64, _replay.take_stream(self, self._advance), x.device)
+            return _ops.make_key(_word(self._counter(), 0), _replay.take_stream(self, self._advance), x.device)
         key = _replay.stream_key(self.rng_key) if torch.compiler.is_compiling() else self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
 
     def _counter(self):
-        """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer."""
-        key = self.rng_key
-        if type(key) is Tensor and key.device.type == "cpu" and not _is_wrapped(key):
+        """``rng_key`` as something indexable by Python: a NumPy view of a plain CPU buffer, else the buffer.
+
+        The view is kept and reused while it is a view of the buffer's memory: its base is a tensor
+        at the buffer's address (a copied or unpickled layer's kept view owns its memory, no base).
+        """
+        key = self._buffers.get("rng_key")
+        if key is None:
+            return self.rng_key
+        plain = type(key) is Tensor and key.is_cpu and not _is_wrapped(key)
+        kept = self.__dict__.get("_rng_view")
+        if plain and kept is not None and kept.base is not None and kept.base.data_ptr() == key.data_ptr():
+            return kept
+        if plain:
             with _eager._plain():  # also a layer made outside a torch.func transform and called inside it
-                return key.numpy()
+                view = self.__dict__["_rng_view"] = key.numpy()
+            return view
         return key
 
     def _advance(self) -> int:
         """The stream counter's value; the counter moves on by one (modulo 2**64)."""
         counter = self._counter()
-        stream = int(counter[1]) & _U64
+        stream = _word(counter, 1)
         if isinstance(counter, Tensor):
             counter[1] += 1
         else:
@@ -189,16 +206,19 @@ class _Rate(_NoiseLayer):
         if not self.training or self.p == 0.0:
             return x
         if (
-            self.seed is None
-            and not self.share_batch
-            and type(self)._noise is _Rate._noise
-            and nf._fast(x, self.p, None, 0, 0, None, None)
-        ):  # the common call: an unseeded layer on a plain tensor, outside tracing
-            noise_shape, broadcast_dims = self._noise_args(x)
-            return nf._fast_drop(
-                self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
-                broadcast_dims=broadcast_dims,
-            )  # fmt: skip
+            not self.share_batch and type(self)._noise is _Rate._noise and nf._fast(x, self.p, None, 0, 0, None, None)
+        ):  # the common call: a layer on a plain tensor, outside tracing
+            if self.seed is None:
+                noise_shape, broadcast_dims = self._noise_args(x)
+                return nf._fast_drop(
+                    self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
+                    broadcast_dims=broadcast_dims,
+                )  # fmt: skip
+            spec, full = self._spec_full(x)  # checked before the stream moves on
+            seed, stream = self.next_key(x)
+            t, scale = nf._threshold_and_scale(self.p)
+            scale = scale if self.scale_by_keep else 1.0
+            return _eager.bernoulli(x, seed, stream, spec.shape, full, t, scale, self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
