@@ -41,14 +41,14 @@ _Parameter = torch.nn.Parameter
 _strided = torch.strided
 _dispatch_depth = torch._C._len_torch_dispatch_stack
 _functorch_active = torch._C._are_functorch_transforms_active
-_is_compiling = torch.compiler.is_compiling
+_dynamo_compiling = torch.compiler.is_dynamo_compiling  # eager: False, one call
 _grad_enabled = torch.is_grad_enabled
 
 
 def eager_ok(x) -> bool:
     """Whether a call on ``x`` takes the eager path: a plain strided tensor, outside tracing and dispatch modes."""
     return (
-        not _is_compiling()  # first: under dynamo the rest is not traced
+        not _dynamo_compiling()  # first: under dynamo the rest is not traced; other tracing fails the checks below
         and (type(x) is Tensor or type(x) is _Parameter)
         and x.layout == _strided
         and not x.is_meta
@@ -80,23 +80,19 @@ def draw_seed(generator: torch.Generator | None) -> int:
     """
     if _functorch_active() or (generator is not None and generator.device.type != "cpu"):
         return _drawn(generator)
+    return _cpu_seed(generator)
+
+
+def _cpu_seed(generator: torch.Generator | None = None) -> int:
+    """:func:`draw_seed` from a CPU generator (the default one when None), outside ``torch.func`` transforms."""
+    try:
+        buf, view = _local.seed
+    except AttributeError:
+        buf, view = _seed_buffer()
     if generator is None:
-        return _cpu_seed()
-    try:
-        buf, view = _local.seed
-    except AttributeError:
-        buf, view = _seed_buffer()
-    buf.random_(_LO, _HI, generator=generator)
-    return view.item(0) & _U64
-
-
-def _cpu_seed() -> int:
-    """:func:`draw_seed` from torch's default CPU generator, outside ``torch.func`` transforms."""
-    try:
-        buf, view = _local.seed
-    except AttributeError:
-        buf, view = _seed_buffer()
-    buf.random_(_LO, _HI)
+        buf.random_(_LO, _HI)
+    else:
+        buf.random_(_LO, _HI, generator=generator)
     return view.item(0) & _U64
 
 
@@ -369,22 +365,16 @@ _UNIT = (1,)
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_core(x: Tensor, shape, full: bool):
-    """The C core when noise at ``shape`` on ``x``, which needs autograd, is applied by :func:`_native_mul`, else None.
-
-    The noise is Bernoulli with a nonzero threshold, not in place and not yet drawn.
+def _native_code(core, x: Tensor, shape, full: bool) -> int | None:
+    """``core``'s code of ``x``'s dtype when noise at ``shape`` on ``x``, which needs autograd, takes
+    :func:`_native_mul`, else None. The noise is Bernoulli with a nonzero threshold, not in place and not yet drawn.
     """
     n = x.numel()
-    if (
-        (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
-        and x.dtype in _NATIVE_DTYPES
-        and not _ops.SAVE_BITS
-    ):
-        core = _ops._core_module
-        if not (core and x.is_cpu and not _ops.FORCE_TORCH):
-            core = _core_of(x)
-        return core if hasattr(core, "scaled_mask") else None
-    return None
+    if not (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX)):
+        return None
+    if _ops.SAVE_BITS or not hasattr(core, "scaled_mask"):
+        return None
+    return _NATIVE_DTYPES.get(x.dtype)
 
 
 def _native_mul(
@@ -396,15 +386,10 @@ def _native_mul(
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
     ``nan`` there, as torch's dropout does). Where the product of a dropped element may not be +0
     (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
-    element is exactly +0, as everywhere. ``core`` is what :func:`_native_core` returned, ``code``
-    the core's code of ``x``'s dtype.
+    element is exactly +0, as everywhere. ``code`` is what :func:`_native_code` returned.
     """
     plain = full and x.is_contiguous()  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
-    if plain:
-        m = torch.empty_like(x)
-    else:
-        template, loop, ys, ms = _mask_plan(x, shape)
-        m = torch.empty_like(template)
+    m = torch.empty_like(x if plain else _template(shape, x.dtype))
     k = m.numel()
     if not k:
         return torch.mul(x, m)
@@ -413,37 +398,25 @@ def _native_mul(
     if to_rewrite:  # the C core zeroes y's dropped elements in place (no autograd involved)
         if plain:
             loop, ys, ms = (k,), _UNIT, _UNIT
-        elif not (x.is_contiguous() and y.is_contiguous()):
+        else:
             _, loop, _, ys, ms = _shaped_layout(x, y, shape)
         core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
     return y
 
 
-_PLANS: dict = {}
+_TEMPLATES: dict = {}
 
 
-def _mask_plan(x: Tensor, shape) -> tuple:
-    """``(template, loop, y strides, mask strides)`` of a scaled mask at ``shape`` multiplied into ``x``.
-
-    The template is a tensor of the mask's shape and ``x``'s dtype to allocate like (``empty_like``
-    is torch's quickest allocation); the layout is that of :func:`_shaped_layout` for a contiguous
-    ``x`` and product. Cached by shapes and dtype.
-    """
-    key = (x.shape, shape, x.dtype)
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) > 1024:
-            _PLANS.clear()
+def _template(shape, dtype) -> Tensor:
+    """A tensor of ``shape`` and ``dtype`` to allocate like (``empty_like`` is torch's quickest allocation)."""
+    k = (shape, dtype)
+    t = _TEMPLATES.get(k)
+    if t is None:
+        if len(_TEMPLATES) > 1024:
+            _TEMPLATES.clear()
         with torch.inference_mode(False):
-            template = torch.empty(shape, dtype=x.dtype)
-        strides: list[int] = []  # x's and the product's when contiguous
-        step = 1
-        for size in reversed(x.shape):
-            strides.insert(0, step)
-            step *= max(size, 1)
-        loop, _, ys, ms = _ops._mask_layout(tuple(x.shape), tuple(strides), tuple(strides), tuple(shape))
-        plan = _PLANS[key] = (template, loop, ys, ms)
-    return plan
+            t = _TEMPLATES[k] = torch.empty(shape, dtype=dtype)
+    return t
 
 
 def bernoulli(x: Tensor, seed, stream: int, shape, full: bool, t: int, scale: float, inplace: bool) -> Tensor:
@@ -458,22 +431,11 @@ def bernoulli(x: Tensor, seed, stream: int, shape, full: bool, t: int, scale: fl
     if _functorch_active() or not (t and core and x.is_cpu and not _ops.FORCE_TORCH):
         noise = Noise(draw_seed(None) if seed is None else seed, stream, shape, 0, t, scale, full)
         return noise_mul(x, noise, inplace)
-    if seed is None:  # draw_seed, written out: this is every unseeded call's path
-        try:
-            buf, view = _local.seed
-        except AttributeError:
-            buf, view = _seed_buffer()
-        buf.random_(_LO, _HI)
-        seed = view.item(0) & _U64
+    if seed is None:
+        seed = _cpu_seed()
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        n, code = x.numel(), _NATIVE_DTYPES.get(x.dtype)
-        if (
-            code is not None
-            and not inplace
-            and (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX))
-            and not _ops.SAVE_BITS
-            and hasattr(core, "scaled_mask")
-        ):  # _native_core's conditions
+        code = None if inplace else _native_code(core, x, shape, full)
+        if code is not None:
             return _native_mul(core, x, code, seed, stream, shape, 0, t, scale, full)
         return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
     if x.numel():
@@ -489,9 +451,10 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
         if noise.t and noise.mask is None and not (inplace or noise.gaussian):
-            core = _native_core(x, noise.shape, noise.full)
-            if core is not None:
-                n, code = noise, _NATIVE_DTYPES[x.dtype]
+            core = _core_of(x)
+            code = _native_code(core, x, noise.shape, noise.full)
+            if code is not None:
+                n = noise
                 return _native_mul(core, x, code, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)

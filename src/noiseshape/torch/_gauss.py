@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
-from .. import _threads as _thread_settings
 from . import _eager, _ops
 
 __all__ = ["add", "combine"]
@@ -38,43 +37,39 @@ def add(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool)
 
     ``x`` takes the eager path (:func:`._eager.eager_ok`); ``full`` says whether ``shape`` is ``x``'s shape.
     ``seed`` None draws one (:func:`._eager.draw_seed`). A contiguous CPU ``x`` with noise of its own
-    shape, every plain call's case, takes the shortest way (one C call and at most one torch op).
+    shape that needs no autograd takes one C call; otherwise :func:`_noise_add` adds separately drawn noise.
     """
     core = _ops._core_module
-    if not (core and full and x.is_cpu and not _ops.FORCE_TORCH and not _functorch_active() and x.is_contiguous()):
-        return _add_drawn(x, seed, stream, shape, j0, stddev, full)
-    if seed is None:
-        seed = _eager._cpu_seed()
-    dtype = x.dtype
-    n = x.numel()
-    threads = 1 if n < _ops._SMALL and _thread_settings._env_read else _ops._threads(n)
-    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
-        if n:  # float32 noise (code 0) for float32 and the half types, float64 (code 1) for float64
-            code = 1 if dtype == _f64 else 0
-            core.gaussian_add(code, 0, noise.data_ptr(), n, seed, stream, j0, stddev, threads)
-        return x + noise if dtype in _OWN else (x.float() + noise).to(dtype)
+    if _functorch_active() or not (core and x.is_cpu and not _ops.FORCE_TORCH):
+        seed = _eager.draw_seed(None) if seed is None else seed
+        core = _eager._core_of(x)
+        if core is None:  # other devices, or the pure-torch contract when forced
+            noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
+            return combine(x, noise * stddev)
+        return _noise_add(core, x, seed, stream, shape, j0, stddev, False)  # torch.func's wrappers have no pointer
+    seed = _eager._cpu_seed() if seed is None else seed
+    own = full and x.is_contiguous()
+    if not own or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        return _noise_add(core, x, seed, stream, shape, j0, stddev, own)
     y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
+    n = y.numel()
     if n:
-        core.gaussian_add(_ops.DTYPE_CODES[dtype], x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, threads)
+        code = _ops.DTYPE_CODES[x.dtype]
+        core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
     return y
 
 
-def _add_drawn(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool) -> Tensor:
-    """:func:`add` with the scaled noise drawn into its own tensor (or by torch ops off the C core)."""
-    if seed is None:
-        seed = _eager.draw_seed(None)
-    core = _eager._core_of(x)
-    if core is None:  # other devices, or the pure-torch contract when forced
-        noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
-        return combine(x, noise * stddev)
-    if full and x.is_contiguous() and not _functorch_active():  # torch.func's wrappers have no data pointer
-        noise = torch.empty_like(x, dtype=_f64 if x.dtype == _f64 else _f32)
+def _noise_add(core, x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, like_x: bool) -> Tensor:
+    """``x + noise``, the scaled noise drawn by ``core`` into its own tensor (allocated like ``x`` when ``like_x``):
+    torch's ``add`` carries autograd in every mode."""
+    dtype = x.dtype
+    if like_x:
+        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
     else:
         with _eager._plain():
-            noise = torch.empty(shape, dtype=_f64 if x.dtype == _f64 else _f32)
+            noise = torch.empty(shape, dtype=_f64 if dtype == _f64 else _f32)
     m = noise.numel()
     if m:
         double = 1 if noise.dtype == _f64 else 0
         core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
-    return combine(x, noise)
+    return x + noise if dtype in _OWN else (x.float() + noise).to(dtype)

@@ -27,6 +27,7 @@ from .._spec import NoiseSpec, _spec_text, check_rate, resolve
 from .._types import BroadcastDims, NoiseShape
 from . import _eager, _gauss, _ops, _rows
 from . import distributed as _dist
+from ._eager import eager_ok
 from ._engines import (
     _DROPOUT_ADD,
     _SPECS,
@@ -128,10 +129,6 @@ def _plain_u64(v) -> bool:
 
 _U64 = (1 << 64) - 1
 _ZERO = 0
-_Parameter = torch.nn.Parameter
-_strided = torch.strided
-_dynamo_compiling = torch.compiler.is_dynamo_compiling  # eager: False, one call
-_dispatch_depth = torch._C._len_torch_dispatch_stack
 
 
 def _prepare(
@@ -204,11 +201,8 @@ def _threshold_and_scale(rate: float) -> tuple[int, float]:
 
 
 def _plain_call(x, seed, stream, batch_offset, generator, coords) -> bool:
-    """Whether the seed arguments are plain ints (no generator, no coords) and ``x`` takes the eager path.
-
-    ``x``: a plain strided tensor of a dtype the kernels take, outside tracing and dispatch modes
-    (:func:`._eager.eager_ok`, written out here: this check starts every fast path).
-    """
+    """Whether the seed arguments are plain ints (no generator, no coords) and ``x`` is a plain eager tensor
+    (:func:`._eager.eager_ok`) of a dtype the kernels take."""
     return (
         generator is None
         and coords is None
@@ -217,11 +211,7 @@ def _plain_call(x, seed, stream, batch_offset, generator, coords) -> bool:
         and type(batch_offset) is int
         and (stream == 0 or _plain_u64(stream))
         and (batch_offset == 0 or _plain_u64(batch_offset))
-        and not _dynamo_compiling()  # under dynamo the rest is not traced; other tracing fails the checks below
-        and (type(x) is Tensor or type(x) is _Parameter)
-        and x.layout == _strided
-        and not x.is_meta
-        and not _dispatch_depth()
+        and eager_ok(x)  # x is a tensor
         and x.dtype in _ops.DTYPE_CODES
     )
 
