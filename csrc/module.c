@@ -217,23 +217,31 @@ static PyObject *py_pack_mask(PyObject *self, PyObject *args) {
     return mask_common(args, 1);
 }
 
-/* Whether x * 0 is not +0: x has its sign bit set, or is inf or NaN. */
-static int times_zero_not_plus_zero(int dtype, const char *x, size_t i) {
+/* The factor of a dropped element whose product with x is +0 where x is finite: a zero with x's sign
+ * (x * +0 is +0 for x >= +0, x * -0 is +0 for x <= -0). Sets *bad where x is inf or NaN, whose
+ * product with any zero is NaN. */
+static void dropped_factor(int dtype, const char *x, size_t i, char *out, long long *bad) {
     if (dtype == NS_F32) {
         uint32_t u;
         memcpy(&u, x + 4 * i, 4);
-        return (u >> 31) || (u & 0x7f800000u) == 0x7f800000u;
+        *bad += (u & 0x7f800000u) == 0x7f800000u;
+        u &= 0x80000000u;
+        memcpy(out + 4 * i, &u, 4);
+        return;
     }
     uint64_t u;
     memcpy(&u, x + 8 * i, 8);
-    return (u >> 63) || (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    *bad += (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    u &= 0x8000000000000000ull;
+    memcpy(out + 8 * i, &u, 8);
 }
 
 /* scaled_mask: the keep flags of n elements as float32 (dtype 0) or float64 (1) factors, scale
  * where kept and +0 where dropped (the factor of a multiply whose gradient is the noise itself).
- * Returns how many elements are dropped; given x_ptr (n contiguous elements of the same dtype),
- * how many dropped elements of x would not give +0 times 0 (negative, inf or NaN): the elements
- * whose product needs rewriting.  Single-threaded: it serves small inputs. */
+ * Returns how many elements are dropped. Given x_ptr (n contiguous elements of the same dtype), a
+ * dropped factor is the zero with x's sign there, so that the product is +0 wherever x is finite, and
+ * the count is of the dropped elements whose product is NaN (x inf or NaN): those that need
+ * rewriting. Single-threaded: it serves small inputs. */
 static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
     (void)self;
     const char *what = "scaled_mask";
@@ -256,7 +264,11 @@ static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
         size_t len = n - i < (long long)sizeof keep ? (size_t)(n - i) : sizeof keep;
         ns_keep_mask(isa, keep, len, seed, stream, j0 + (unsigned long long)i, (uint32_t)t, 1);
         for (size_t q = 0; q < len; q++) {
-            if (!keep[q]) count += xs ? times_zero_not_plus_zero(dtype, xs, (size_t)i + q) : 1;
+            if (!keep[q] && xs) {
+                dropped_factor(dtype, xs, (size_t)i + q, o, &count);
+                continue;
+            }
+            count += !keep[q];
             if (dtype == NS_F32) {
                 float v = keep[q] ? sf : 0.0f;
                 memcpy(o + 4 * ((size_t)i + q), &v, 4);
@@ -384,7 +396,7 @@ static PyObject *py_apply_mask(PyObject *self, PyObject *args) {
 
 /* zero_dropped: y = +0 where the broadcast factors (float32 or float64, as y) are 0; the rest of y
  * untouched.  After a native multiply by the scaled mask it turns -0 and NaN (x negative, inf or
- * NaN where dropped) into the contract's +0. */
+ * NaN where dropped; a full-shape mask signed by x leaves only inf and NaN) into the contract's +0. */
 static PyObject *py_zero_dropped(PyObject *self, PyObject *args) {
     (void)self;
     const char *what = "zero_dropped";
@@ -612,8 +624,8 @@ static PyMethodDef core_methods[] = {
      "(float32/float64) are 0."},
     {"scaled_mask", py_scaled_mask, METH_VARARGS,
      "scaled_mask(dtype, out_ptr, n, seed, stream, j0, t, scale, x_ptr=0) -> int: keep flags as float32/float64 "
-     "factors (scale kept, +0 dropped); returns the number dropped, or with x_ptr the dropped elements of x that "
-     "are negative, inf or NaN."},
+     "factors (scale kept, +0 dropped, or with x_ptr the zero of x's sign); returns the number dropped, or with "
+     "x_ptr the dropped elements of x that are inf or NaN."},
     {"dropout", py_dropout, METH_VARARGS,
      "dropout(dtype, x_ptr, y_ptr, n, seed, stream, j0, t, scale, bits_ptr, nthreads): "
      "y = keep ? x*scale : 0; also writes the packed mask when bits_ptr != 0."},

@@ -241,7 +241,8 @@ def test_scaled_mask(isa, n, dtype):
     expected = np.where(keep, np_dtype.type(scale), np_dtype.type(0))
     assert buf[1 : size + 1].tobytes() == expected.astype(np_dtype).tobytes()
     assert buf[0] == 0xA5 and (buf[size + 1 :] == 0xA5).all()  # nothing written outside
-    # given x, the count is of dropped elements whose product with 0 is not +0: negative, inf or nan
+    # given x, a dropped factor is the zero of x's sign (x times it is +0 for finite x), and the count
+    # is of the dropped elements whose product is nan: x inf or nan
     x = np.random.default_rng(n).standard_normal(n).astype(np_dtype)
     x[::7] = np.inf
     x[3::11] = -0.0
@@ -249,8 +250,12 @@ def test_scaled_mask(isa, n, dtype):
     x[6::17] = 0.0
     out = np.empty(n, np_dtype)
     count = _core.scaled_mask(DTYPE_CODES[dtype], out.ctypes.data, n, seed, stream, j0, t, scale, x.ctypes.data)
-    assert count == int((~keep & (np.signbit(x) | ~np.isfinite(x))).sum())
-    assert out.tobytes() == expected.astype(np_dtype).tobytes()
+    assert count == int((~keep & ~np.isfinite(x)).sum())
+    signed = np.where(keep, np_dtype.type(scale), np.copysign(np_dtype.type(0), x))
+    assert out.tobytes() == signed.astype(np_dtype).tobytes()
+    product = x * signed
+    finite = np.isfinite(x)
+    assert not np.signbit(product[~keep & finite]).any()  # +0, never -0, where dropped
     with pytest.raises(ValueError, match="float32"):
         _core.scaled_mask(2, buf.ctypes.data, n, seed, stream, j0, t, scale)  # float16 factors: not offered
 

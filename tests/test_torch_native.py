@@ -71,6 +71,24 @@ def test_small_inputs_get_a_native_node_and_the_contract_values(shape, noise_sha
     assert torch.equal(leaf.grad == 0, ~keep | (g == 0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("shape", "noise_shape"), [((7, 9), None), ((64, 64), None), ((2, 3, 4, 5), (None, None, 1, 1))]
+)
+def test_dropped_negatives_are_plus_zero_without_inf_or_nan(shape, noise_shape, dtype):
+    # finite x, half of it negative and -0: the full-shape factor's zeros take x's sign, so no rewrite pass is
+    # needed; the broadcast one is rewritten. Either way every dropped element is +0.
+    x = -torch.rand(shape, dtype=dtype)
+    x.view(-1)[::2] *= -1
+    x.view(-1)[3::10] = -0.0
+    leaf = x.clone().requires_grad_()
+    y = nst.dropout(leaf, 0.5, noise_shape, seed=5)
+    assert type(y.grad_fn).__name__ == "MulBackward0"
+    same_bits(y.detach(), reference(x, 0.5, noise_shape, seed=5))
+    dropped = reference(torch.ones(shape, dtype=dtype), 0.5, noise_shape, seed=5) == 0
+    assert dropped.any() and not torch.signbit(y.detach()[dropped]).any()
+
+
 def _rng_shape(shape, noise_shape):
     return tuple(resolve(tuple(shape), noise_shape, None).shape)
 

@@ -382,13 +382,15 @@ def _native_mul(
 ) -> Tensor:
     """``x * m`` with ``m`` the scaled mask at ``shape``: torch's own multiply node carries the gradient.
 
-    ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and 0 where dropped, so gradient and
+    ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and a zero where dropped, so gradient and
     tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
-    ``nan`` there, as torch's dropout does). Where the product of a dropped element may not be +0
-    (``x`` negative, ``inf`` or ``nan`` there) the C core then zeroes the dropped elements: a dropped
-    element is exactly +0, as everywhere. ``code`` is what :func:`_native_code` returned.
+    ``nan`` there, as torch's dropout does). A dropped element must be exactly +0, as everywhere: when
+    the core reads ``x`` (full shape, contiguous) its zero has ``x``'s sign, so the product is +0 wherever
+    ``x`` is finite, and the core rewrites the dropped elements only where some ``x`` there is ``inf`` or
+    ``nan``; a broadcast mask's zero is +0, and the dropped elements are rewritten where any was dropped.
+    ``code`` is what :func:`_native_code` returned.
     """
-    plain = full and x.is_contiguous()  # then the core reads x too: a finite x >= +0 times 0 is the contract's +0
+    plain = full and x.is_contiguous()  # then the core reads x too and signs the zeros
     m = torch.empty_like(x if plain else _template(shape, x.dtype))
     k = m.numel()
     if not k:
