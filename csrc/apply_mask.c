@@ -73,6 +73,53 @@ static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const ui
                    mp[i * c->mi] != 0, sf, c->scale);
 }
 
+/* Rows shorter than this are applied without a branch on their mask element: a dropped row is
+ * multiplied and masked to +0 like a kept one, which costs less than mispredicting the branch. */
+#define NS_BRANCHLESS_ROW 256
+
+/* y = x * scale (keep all ones) or +0 (keep 0) over n elements, without a branch. */
+static inline void row_f32(const char *x, char *y, size_t n, float sf, uint32_t keep) {
+    for (size_t i = 0; i < n; i++) store_u32(y, i, f32_bits(load_f32(x, i) * sf) & keep);
+}
+
+static inline void row_f64(const char *x, char *y, size_t n, double scale, uint64_t keep) {
+    for (size_t i = 0; i < n; i++) {
+        double v = load_f64(x, i) * scale;
+        uint64_t u;
+        memcpy(&u, &v, 8);
+        store_u64(y, i, u & keep);
+    }
+}
+
+/* Rows r0 .. r1 - 1 of a two-axis layout whose rows are contiguous and share one mask element each
+ * (a spatial dropout's feature maps): a scaled copy or zeros per row, with no per-row call. */
+static void whole_rows(const mask_apply_ctx *c, int64_t r0, int64_t r1) {
+    size_t sz = c->size, len = (size_t)c->inner;
+    const char *xp = c->x + (ptrdiff_t)(r0 * c->xs[0]) * (ptrdiff_t)sz;
+    char *yp = c->y + (ptrdiff_t)(r0 * c->ys[0]) * (ptrdiff_t)sz;
+    const uint8_t *mp = c->m + r0 * c->ms[0];
+    ptrdiff_t xstep = (ptrdiff_t)c->xs[0] * (ptrdiff_t)sz, ystep = (ptrdiff_t)c->ys[0] * (ptrdiff_t)sz;
+    ptrdiff_t mstep = (ptrdiff_t)c->ms[0];
+    int64_t rows = r1 - r0;
+    float sf = (float)c->scale;
+    if (len >= NS_BRANCHLESS_ROW) { /* long rows: a dropped row is a memset that reads nothing */
+        for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep) {
+            if (!*mp)
+                memset(yp, 0, len * sz);
+            else if (c->dtype == NS_F32)
+                row_f32(xp, yp, len, sf, ~0u);
+            else
+                row_f64(xp, yp, len, c->scale, ~(uint64_t)0);
+        }
+    } else if (c->dtype == NS_F32) { /* short rows: no branch to mispredict */
+        for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep)
+            row_f32(xp, yp, len, sf, 0u - (uint32_t)(*mp != 0));
+    } else {
+        for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep)
+            row_f64(xp, yp, len, c->scale, 0u - (uint64_t)(*mp != 0));
+    }
+}
+
 static void mask_apply_range(void *p, int64_t begin, int64_t end) {
     const mask_apply_ctx *c = p;
     /* all-ones packed mask of one chunk, for rows broadcast from a kept mask element */
@@ -82,6 +129,10 @@ static void mask_apply_range(void *p, int64_t begin, int64_t end) {
     if (c->split_rows) {
         r0 = begin;
         r1 = end;
+        if (c->nouter == 1 && c->mi == 0 && c->xi == 1 && c->yi == 1 && c->dtype <= NS_F64) {
+            whole_rows(c, r0, r1);
+            return;
+        }
     } else {
         i0 = begin;
         i1 = end;

@@ -598,6 +598,9 @@ def test_apply_mask_random(isa, case, dtype, nthreads, seed, ydense):
     [
         ((64, 128, 512), (64, 1, 512)),  # elementwise inner rows
         ((64, 128, 512), (64, 128, 1)),  # whole rows kept or dropped
+        ((300, 7, 3, 3), (300, 7, 1, 1)),  # short whole rows (spatial dropout's small maps): no branch per row
+        ((40, 255), (40, 1)),  # the longest rows without a branch, and the shortest with one
+        ((40, 256), (40, 1)),
         ((3, 100_003), (1, 100_003)),  # few long rows: threads split the inner axis
         ((200_000,), (200_000,)),
         ((), ()),
