@@ -250,6 +250,28 @@ void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t 
         mi = m_strides[ndim - 1];
         for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     }
+    if (ndim == 2 && mi == 0 && yi == 1 && inner < NS_BRANCHLESS_ROW) {
+        /* short rows sharing one factor each (a spatial mask): the rows in one loop, without a branch */
+        ptrdiff_t ystep = (ptrdiff_t)y_strides[0] * (ptrdiff_t)sz, mstep = (ptrdiff_t)m_strides[0] * (ptrdiff_t)sz;
+        char *yp = y;
+        const char *mp = m;
+        if (dtype == NS_F32) {
+            for (int64_t r = 0; r < rows; r++, yp += ystep, mp += mstep) {
+                uint32_t keep = 0u - (uint32_t)(load_f32(mp, 0) != 0.0f);
+                for (int64_t i = 0; i < inner; i++) store_u32(yp, (size_t)i, f32_bits(load_f32(yp, (size_t)i)) & keep);
+            }
+            return;
+        }
+        for (int64_t r = 0; r < rows; r++, yp += ystep, mp += mstep) {
+            uint64_t keep = 0u - (uint64_t)(load_f64(mp, 0) != 0.0), u;
+            for (int64_t i = 0; i < inner; i++) {
+                double v = load_f64(yp, (size_t)i);
+                memcpy(&u, &v, 8);
+                store_u64(yp, (size_t)i, u & keep);
+            }
+        }
+        return;
+    }
     int64_t idx[NS_MAX_DIMS] = {0};
     int64_t oy = 0, om = 0;
     for (int64_t r = 0; r < rows; r++) {

@@ -40,6 +40,7 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
         "dropout (None, 1)",
         "dropout (None, 1, None)",
         "spatial_dropout2d",
+        "spatial_dropout2d 4x4",
         "drop_path",
         "gaussian_noise",
     }

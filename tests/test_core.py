@@ -266,6 +266,8 @@ def test_scaled_mask(isa, n, dtype):
     [
         ((7, 9), (7, 9), False),
         ((7, 9), (7, 1), False),
+        ((50, 16), (50, 1), False),  # short rows of one factor each: one loop, no branch
+        ((3, 300), (3, 1), False),  # long rows: a branch per row
         ((4, 3, 5), (1, 3, 1), False),
         ((6, 8), (6, 8), True),
         ((5,), (5,), False),

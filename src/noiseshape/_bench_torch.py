@@ -47,6 +47,7 @@ def _sweep_cases(n: int):
     rows = max(1, n // 16)
     shaped = (rows, 16)
     spatial = (max(1, n // 256), 4, 8, 8) if n >= 256 else (1, n // 64 or 1, 8, 8)
+    small_maps = (max(1, n // 256), 16, 4, 4) if n >= 256 else (1, n // 16 or 1, 4, 4)  # a CNN's last stages
     steps = (max(1, n // 1024), 16, 64) if n >= 1024 else (1, max(1, n // 64), min(n, 64))
     yield "dropout", lambda x: nst.dropout(x, rate), lambda x: F.dropout(x, rate), (n,)
     yield (
@@ -62,6 +63,7 @@ def _sweep_cases(n: int):
         steps,
     )
     yield "spatial_dropout2d", lambda x: nst.spatial_dropout2d(x, rate), lambda x: F.dropout2d(x, rate), spatial
+    yield "spatial_dropout2d 4x4", lambda x: nst.spatial_dropout2d(x, rate), lambda x: F.dropout2d(x, rate), small_maps
     yield (
         "drop_path",
         lambda x: nst.drop_path(x, rate),
