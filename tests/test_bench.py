@@ -37,6 +37,7 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
     rows = _bench_torch.sweep(exponents=[4, 8], repeats=1)
     assert {r["case"] for r in rows} == {
         "dropout",
+        "Dropout(seed=0) layer",
         "dropout (None, 1)",
         "dropout (None, 1, None)",
         "spatial_dropout2d",

@@ -50,6 +50,8 @@ def _sweep_cases(n: int):
     small_maps = (max(1, n // 256), 16, 4, 4) if n >= 256 else (1, n // 16 or 1, 4, 4)  # a CNN's last stages
     steps = (max(1, n // 1024), 16, 64) if n >= 1024 else (1, max(1, n // 64), min(n, 64))
     yield "dropout", lambda x: nst.dropout(x, rate), lambda x: F.dropout(x, rate), (n,)
+    # a seeded layer (reproducible masks; its stream moves on every call) against torch's layer
+    yield "Dropout(seed=0) layer", nst.Dropout(rate, seed=0), torch.nn.Dropout(rate), (n,)
     yield (
         "dropout (None, 1)",
         lambda x: nst.dropout(x, rate, (None, 1)),

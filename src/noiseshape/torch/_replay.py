@@ -32,7 +32,7 @@ import types
 
 import torch
 
-__all__ = ["stream_key", "take_stream"]
+__all__ = ["maybe_in_segment", "stream_key", "take_stream"]
 
 _LOG = "_noiseshape_streams"
 _CURSORS = "_noiseshape_replay"
@@ -90,9 +90,27 @@ def _log(segment) -> dict:
     return log
 
 
+_grad_enabled = torch.is_grad_enabled
+_graph_task = torch._C._current_graph_task_id
+_saved_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+
+
+def maybe_in_segment() -> bool:
+    """Whether the call may run inside a checkpointed segment; False only where none can be running.
+
+    A segment's forward runs with grad mode off (``use_reentrant=True``) or under checkpoint's
+    saved-tensor hooks (``use_reentrant=False``); its recomputation runs inside a backward pass
+    (a graph task). A plain training forward has grad mode on, no such hooks and no graph task, so
+    its call skips the walk up the Python stack.
+    """
+    if _saved_hooks is None:
+        return True
+    return not _grad_enabled() or _graph_task() != -1 or _saved_hooks(False) is not None
+
+
 def take_stream(layer, advance) -> int:
     """The stream of ``layer``'s current call: ``advance()`` (take and bump the counter) or a replayed one."""
-    where = _locate() if _CODES is not None else None
+    where = _locate() if _CODES is not None and maybe_in_segment() else None
     if where is None:
         return advance()
     segment, token, forwards = where

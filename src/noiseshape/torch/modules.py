@@ -96,7 +96,7 @@ class _NoiseLayer(nn.Module):
         if _eager.eager_ok(x):
             if self.seed is None:
                 return (_eager.draw_seed(None), 0)
-            return (_word(self._counter(), 0), _replay.take_stream(self, self._advance))
+            return self._eager_key()
         if self.seed is None:
             return ne.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
@@ -124,9 +124,20 @@ class _NoiseLayer(nn.Module):
             return view
         return key
 
-    def _advance(self) -> int:
-        """The stream counter's value; the counter moves on by one (modulo 2**64)."""
+    def _eager_key(self) -> tuple[int, int]:
+        """:meth:`next_key` of a seeded layer's eager call: the counter is read once, and the stack is
+        searched for a checkpoint to replay only where one may be running (:func:`._replay.maybe_in_segment`)."""
         counter = self._counter()
+        seed = _word(counter, 0)
+        if _replay.maybe_in_segment():
+            return seed, _replay.take_stream(self, self._advance)
+        return seed, self._advance(counter)
+
+    def _advance(self, counter=None) -> int:
+        """The stream counter's value (of ``counter``, the layer's own when None); the counter moves on by one
+        (modulo 2**64)."""
+        if counter is None:
+            counter = self._counter()
         stream = _word(counter, 1)
         if isinstance(counter, Tensor):
             counter[1] += 1
@@ -208,15 +219,16 @@ class _Rate(_NoiseLayer):
         if (
             not self.share_batch and type(self)._noise is _Rate._noise and nf._fast(x, self.p, None, 0, 0, None, None)
         ):  # the common call: a layer on a plain tensor, outside tracing
+            noise_shape, broadcast_dims = self._noise_args(x)
             if self.seed is None:
-                noise_shape, broadcast_dims = self._noise_args(x)
                 return nf._fast_drop(
                     self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
                     broadcast_dims=broadcast_dims,
                 )  # fmt: skip
-            spec, full = self._spec_full(x)  # checked before the stream moves on
-            seed, stream = self.next_key(x)
-            t, scale = nf._threshold_and_scale(self.p)
+            # resolved (and checked) before the stream moves on; _fast ruled out tracing and checked the eager path
+            spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
+            seed, stream = self._eager_key()
+            t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
             scale = scale if self.scale_by_keep else 1.0
             return _eager.bernoulli(x, seed, stream, spec.shape, full, t, scale, self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
