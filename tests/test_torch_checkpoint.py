@@ -301,3 +301,22 @@ def test_eval_still_checks_what_does_not_depend_on_x(call, fact):
     with pytest.raises(NoiseShapeError, match=None) as info:
         call(torch.arange(6))
     assert fact in str(info.value)
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_only_calls_that_may_be_in_a_segment_search_the_stack(monkeypatch, reentrant):
+    # a plain training forward cannot be inside a checkpointed segment: its call takes the counter without
+    # walking up the Python stack; inside a segment's forward and its recomputation the walk runs
+    from noiseshape.torch import _replay
+
+    searched = []
+    locate = _replay._locate
+    monkeypatch.setattr(_replay, "_locate", lambda: searched.append(1) or locate())
+    layer = nst.Dropout(0.5, seed=0)
+    x = torch.randn(4, 8, requires_grad=True)
+    layer(x).sum().backward()
+    assert searched == [] and int(layer.rng_key[1]) == 1
+    y = checkpoint(lambda v: layer(v * 1.0), x, use_reentrant=reentrant)
+    y.sum().backward()
+    assert len(searched) == 2  # the segment's forward, then its recomputation
+    assert int(layer.rng_key[1]) == 2  # the recomputation replayed the forward's stream
