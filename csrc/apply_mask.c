@@ -20,6 +20,24 @@ typedef struct {
     double scale;
 } mask_apply_ctx;
 
+/* Rows shorter than this are applied without a branch on their mask element: a dropped row is
+ * multiplied and masked to +0 like a kept one, which costs less than mispredicting the branch. */
+#define NS_BRANCHLESS_ROW 256
+
+/* y = x * scale (keep all ones) or +0 (keep 0) over n elements, without a branch. */
+static inline void row_f32(const char *x, char *y, size_t n, float sf, uint32_t keep) {
+    for (size_t i = 0; i < n; i++) store_u32(y, i, f32_bits(load_f32(x, i) * sf) & keep);
+}
+
+static inline void row_f64(const char *x, char *y, size_t n, double scale, uint64_t keep) {
+    for (size_t i = 0; i < n; i++) {
+        double v = load_f64(x, i) * scale;
+        uint64_t u;
+        memcpy(&u, &v, 8);
+        store_u64(y, i, u & keep);
+    }
+}
+
 /* Elements i0 .. i1 - 1 of one row whose first elements are at xp, yp, mp. */
 static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const uint8_t *mp, int64_t i0, int64_t i1,
                      const uint8_t *ones) {
@@ -29,19 +47,12 @@ static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const ui
         size_t len = (size_t)(i1 - i0);
         xp += (size_t)i0 * sz;
         yp += (size_t)i0 * sz;
-        if (!*mp) {
+        if (!*mp)
             memset(yp, 0, len * sz);
-        } else if (c->dtype == NS_F32) {
-            float sf = (float)c->scale;
-            for (size_t i = 0; i < len; i++) store_u32(yp, i, f32_bits(load_f32(xp, i) * sf));
-        } else {
-            for (size_t i = 0; i < len; i++) {
-                double p = load_f64(xp, i) * c->scale;
-                uint64_t u;
-                memcpy(&u, &p, 8);
-                store_u64(yp, i, u);
-            }
-        }
+        else if (c->dtype == NS_F32)
+            row_f32(xp, yp, len, (float)c->scale, ~0u);
+        else
+            row_f64(xp, yp, len, c->scale, ~(uint64_t)0);
         return;
     }
     if (c->xi == 1 && c->yi == 1 && (c->mi == 0 || c->mi == 1)) {
@@ -71,24 +82,6 @@ static void mask_row(const mask_apply_ctx *c, const char *xp, char *yp, const ui
     for (int64_t i = i0; i < i1; i++)
         elem_apply(c->dtype, xp + (ptrdiff_t)(i * c->xi) * (ptrdiff_t)sz, yp + (ptrdiff_t)(i * c->yi) * (ptrdiff_t)sz,
                    mp[i * c->mi] != 0, sf, c->scale);
-}
-
-/* Rows shorter than this are applied without a branch on their mask element: a dropped row is
- * multiplied and masked to +0 like a kept one, which costs less than mispredicting the branch. */
-#define NS_BRANCHLESS_ROW 256
-
-/* y = x * scale (keep all ones) or +0 (keep 0) over n elements, without a branch. */
-static inline void row_f32(const char *x, char *y, size_t n, float sf, uint32_t keep) {
-    for (size_t i = 0; i < n; i++) store_u32(y, i, f32_bits(load_f32(x, i) * sf) & keep);
-}
-
-static inline void row_f64(const char *x, char *y, size_t n, double scale, uint64_t keep) {
-    for (size_t i = 0; i < n; i++) {
-        double v = load_f64(x, i) * scale;
-        uint64_t u;
-        memcpy(&u, &v, 8);
-        store_u64(y, i, u & keep);
-    }
 }
 
 /* Rows r0 .. r1 - 1 of a two-axis layout whose rows are contiguous and share one mask element each
@@ -237,6 +230,11 @@ static int factor_is_zero(int dtype, const char *m, int64_t i) {
     return load_f64(m, (size_t)i) == 0.0;
 }
 
+/* Rows of one factor shorter than this are rewritten without a branch (every element read and
+ * masked); longer ones branch and touch only dropped rows, which is cheaper once a row outweighs
+ * a mispredicted branch (measured crossover: 20-24 float32 elements). */
+#define NS_BRANCHLESS_ZERO 24
+
 void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t *shape, const int64_t *y_strides,
                      const int64_t *m_strides) {
     size_t sz = ns_dtype_size(dtype);
@@ -250,7 +248,7 @@ void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t 
         mi = m_strides[ndim - 1];
         for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     }
-    if (ndim == 2 && mi == 0 && yi == 1 && inner < NS_BRANCHLESS_ROW) {
+    if (ndim == 2 && mi == 0 && yi == 1 && inner < NS_BRANCHLESS_ZERO) {
         /* short rows sharing one factor each (a spatial mask): the rows in one loop, without a branch */
         ptrdiff_t ystep = (ptrdiff_t)y_strides[0] * (ptrdiff_t)sz, mstep = (ptrdiff_t)m_strides[0] * (ptrdiff_t)sz;
         char *yp = y;
