@@ -72,4 +72,4 @@ def _noise_add(core, x: Tensor, seed: int, stream: int, shape, j0: int, stddev: 
     if m:
         double = 1 if noise.dtype == _f64 else 0
         core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
-    return x + noise if dtype in _OWN else (x.float() + noise).to(dtype)
+    return combine(x, noise)

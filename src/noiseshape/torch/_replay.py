@@ -32,7 +32,7 @@ import types
 
 import torch
 
-__all__ = ["maybe_in_segment", "stream_key", "take_stream"]
+__all__ = ["stream_key", "take_stream"]
 
 _LOG = "_noiseshape_streams"
 _CURSORS = "_noiseshape_replay"
@@ -95,7 +95,7 @@ _graph_task = torch._C._current_graph_task_id
 _saved_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 
 
-def maybe_in_segment() -> bool:
+def _maybe_in_segment() -> bool:
     """Whether the call may run inside a checkpointed segment; False only where none can be running.
 
     A segment's forward runs with grad mode off (``use_reentrant=True``) or under checkpoint's
@@ -109,8 +109,11 @@ def maybe_in_segment() -> bool:
 
 
 def take_stream(layer, advance) -> int:
-    """The stream of ``layer``'s current call: ``advance()`` (take and bump the counter) or a replayed one."""
-    where = _locate() if _CODES is not None and maybe_in_segment() else None
+    """The stream of ``layer``'s current call: ``advance()`` (take and bump the counter) or a replayed one.
+
+    The Python stack is searched (:func:`_locate`) only where a segment may be running (:func:`_maybe_in_segment`).
+    """
+    where = _locate() if _CODES is not None and _maybe_in_segment() else None
     if where is None:
         return advance()
     segment, token, forwards = where

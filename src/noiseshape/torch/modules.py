@@ -100,7 +100,7 @@ class _NoiseLayer(nn.Module):
         if self.seed is None:
             return ne.draw_key(None, 0, None, x.device)
         if _dist.is_dtensor(x) and not torch.compiler.is_compiling():  # DTensor activations replay like eager ones
-            return _ops.make_key(_word(self._counter(), 0), _replay.take_stream(self, self._advance), x.device)
+            return _ops.make_key(*self._eager_key(), x.device)
         key = _replay.stream_key(self.rng_key) if torch.compiler.is_compiling() else self.rng_key.clone()
         self.rng_key[1] += 1
         return key.to(x.device)
@@ -125,19 +125,12 @@ class _NoiseLayer(nn.Module):
         return key
 
     def _eager_key(self) -> tuple[int, int]:
-        """:meth:`next_key` of a seeded layer's eager call: the counter is read once, and the stack is
-        searched for a checkpoint to replay only where one may be running (:func:`._replay.maybe_in_segment`)."""
+        """``(seed, stream)`` of a seeded layer's eager call (:func:`._replay.take_stream`), the counter read once."""
         counter = self._counter()
-        seed = _word(counter, 0)
-        if _replay.maybe_in_segment():
-            return seed, _replay.take_stream(self, self._advance)
-        return seed, self._advance(counter)
+        return _word(counter, 0), _replay.take_stream(self, lambda: self._advance(counter))
 
-    def _advance(self, counter=None) -> int:
-        """The stream counter's value (of ``counter``, the layer's own when None); the counter moves on by one
-        (modulo 2**64)."""
-        if counter is None:
-            counter = self._counter()
+    def _advance(self, counter) -> int:
+        """The value of the stream counter ``counter`` (:meth:`_counter`); it moves on by one (modulo 2**64)."""
         stream = _word(counter, 1)
         if isinstance(counter, Tensor):
             counter[1] += 1
