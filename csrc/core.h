@@ -40,8 +40,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define NS_X86 1
 #include <immintrin.h>
-#define NS_TARGET_AVX2 __attribute__((target("avx2,f16c")))
-#define NS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
+#define NS_TARGET_AVX2 __attribute__((target("avx2,f16c,fma")))
+#define NS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c,fma")))
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -9,11 +9,12 @@ int ns_isa_available(int isa) {
     if (isa == NS_ISA_SCALAR) return 1;
 #ifdef NS_X86
     __builtin_cpu_init();
-    if (isa == NS_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    if (isa == NS_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
     if (isa == NS_ISA_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 #endif
     return 0;
 }

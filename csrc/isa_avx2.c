@@ -1,4 +1,4 @@
-/* The AVX2 path (+F16C): 8 Philox blocks per vector. */
+/* The AVX2 path (+F16C, FMA): 8 Philox blocks per vector. */
 #include "convert.h"
 #include "core.h"
 

@@ -3,10 +3,12 @@
  * Philox word pair (a, c), u1 = (a + 0.5) / 2^32, u2 = c / 2^32 (docs/rng.md).
  *
  * The scalar function and the AVX2 one (4 variates per vector) perform the
- * same IEEE operations in the same order, with no fused multiply-add, so every
- * ISA path gives bit-identical variates; where the AVX2 one differs it does so
- * by exact rewrites only (a scale by a power of two folded into a constant or
- * into the exponent bits), which give the same values.
+ * same IEEE operations in the same order, each Horner step and the marked
+ * multiply-adds as one fused multiply-add (one rounding: fma() in the scalar
+ * function, exact on every platform), so every ISA path gives bit-identical
+ * variates; where the AVX2 one differs it does so by exact rewrites only (a
+ * scale by a power of two folded into a constant or into the exponent bits),
+ * which give the same values.
  *
  * ln u1: u1 = 2^e m with m in [sqrt(2)/2, sqrt(2)); f = m - 1 is exact and
  *   ln(1 + f) = 2 atanh(s), s = f / (2 + f), |s| < 0.172, written as
@@ -52,11 +54,11 @@ static const double ns_bm_sin[8] = {1.0 / 355687428096000.0, -1.0 / 130767436800
                                     -1.0 / 39916800.0,       1.0 / 362880.0,         -1.0 / 5040.0,
                                     1.0 / 120.0,             -1.0 / 6.0};
 
-/* coef[0] x^(n-1) + ... + coef[n-1] by Horner's rule, one rounding per multiply and per add. */
+/* coef[0] x^(n-1) + ... + coef[n-1] by Horner's rule, one rounding per step (a fused multiply-add). */
 static inline double ns_bm_horner(const double *coef, int n, double x) {
     double acc = coef[0];
     for (int i = 1; i < n; i++) {
-        acc = acc * x + coef[i];
+        acc = fma(acc, x, coef[i]);
     }
     return acc;
 }
@@ -88,7 +90,7 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
     double s = f / (2.0 + f);
     double z = s * s;
     double R = ns_bm_horner(ns_bm_atanh, 10, z) * z;
-    double t = s * (hfsq + R) + e * NS_BM_LN2_LO;
+    double t = fma(s, hfsq + R, e * NS_BM_LN2_LO);
     double lnu = e * NS_BM_LN2_HI - ((hfsq - t) - f);
     double rad = sqrt(-2.0 * lnu);
 
@@ -96,10 +98,10 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
     double kr = x * NS_BM_TWO_OVER_PI + NS_BM_ROUND;
     uint64_t q = ns_bm_f64_to_bits(kr) & 3u;
     double k = kr - NS_BM_ROUND;
-    double r = ((x - k * NS_BM_PIO2_1) - k * NS_BM_PIO2_2) - k * NS_BM_PIO2_3;
+    double r = fma(-k, NS_BM_PIO2_3, (x - k * NS_BM_PIO2_1) - k * NS_BM_PIO2_2);
     double w = r * r;
     double cp = ns_bm_horner(ns_bm_cos, 9, w);
-    double sp = r + (r * w) * ns_bm_horner(ns_bm_sin, 8, w);
+    double sp = fma(r * w, ns_bm_horner(ns_bm_sin, 8, w), r);
     double cosx = (q & 1) ? sp : cp;
     if ((q + 1) & 2) {
         cosx = -cosx;
@@ -162,9 +164,9 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         __m256d x = _mm256_mul_pd(c, _mm256_set1_pd(NS_BM_TWO_PI * 0x1p-32));
         kr[v] = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI)), _mm256_set1_pd(NS_BM_ROUND));
         __m256d k = _mm256_sub_pd(kr[v], _mm256_set1_pd(NS_BM_ROUND));
-        __m256d rv = _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_1))),
-                                                 _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_2))),
-                                   _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_3)));
+        __m256d rv = _mm256_fnmadd_pd(k, _mm256_set1_pd(NS_BM_PIO2_3),
+                                      _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_1))),
+                                                    _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_2))));
         r[v] = rv;
         w[v] = _mm256_mul_pd(rv, rv);
     }
@@ -175,11 +177,11 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         __m256d acc = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[0]), _mm256_setzero_pd(), odd);
         for (int i = 1; i < NS_BM_COS_SPLIT; i++) {
             __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
-            acc = _mm256_add_pd(_mm256_mul_pd(acc, w[v]), coef);
+            acc = _mm256_fmadd_pd(acc, w[v], coef);
         }
         __m256d lt = _mm256_set1_pd(ns_bm_atanh[0]);
         for (int i = 1; i < NS_BM_LN_SPLIT; i++) {
-            lt = _mm256_add_pd(_mm256_mul_pd(lt, zv), _mm256_set1_pd(ns_bm_atanh[i]));
+            lt = _mm256_fmadd_pd(lt, zv, _mm256_set1_pd(ns_bm_atanh[i]));
         }
         s[v] = sv;
         z[v] = zv;
@@ -189,12 +191,11 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
     for (size_t v = 0; v < n; v++) { /* the other Horner steps of ln, ln u1, -2 ln u1 */
         __m256d lt = t[v];
         for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
-            lt = _mm256_add_pd(_mm256_mul_pd(lt, z[v]), _mm256_set1_pd(ns_bm_atanh[i]));
+            lt = _mm256_fmadd_pd(lt, z[v], _mm256_set1_pd(ns_bm_atanh[i]));
         }
         __m256d R = _mm256_mul_pd(lt, z[v]);
         __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f[v]), f[v]);
-        __m256d tt = _mm256_add_pd(_mm256_mul_pd(s[v], _mm256_add_pd(hfsq, R)),
-                                   _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
+        __m256d tt = _mm256_fmadd_pd(s[v], _mm256_add_pd(hfsq, R), _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
         __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_HI)),
                                     _mm256_sub_pd(_mm256_sub_pd(hfsq, tt), f[v]));
         t[v] = _mm256_mul_pd(_mm256_set1_pd(-2.0), lnu);
@@ -206,9 +207,9 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         __m256d acc = poly[v];
         for (int i = NS_BM_COS_SPLIT; i < 9; i++) {
             __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
-            acc = _mm256_add_pd(_mm256_mul_pd(acc, w[v]), coef);
+            acc = _mm256_fmadd_pd(acc, w[v], coef);
         }
-        __m256d sinx = _mm256_add_pd(r[v], _mm256_mul_pd(_mm256_mul_pd(r[v], w[v]), acc));
+        __m256d sinx = _mm256_fmadd_pd(_mm256_mul_pd(r[v], w[v]), acc, r[v]);
         /* (q + 1) & 2 into the sign bit */
         __m256d neg = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(q, _mm256_set1_epi64x(1)), 62));
         __m256d cosx = _mm256_xor_pd(_mm256_blendv_pd(acc, sinx, odd), _mm256_and_pd(neg, sign));
