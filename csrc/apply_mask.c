@@ -248,11 +248,17 @@ void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t 
         mi = m_strides[ndim - 1];
         for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     }
-    if (ndim == 2 && mi == 0 && yi == 1 && inner < NS_BRANCHLESS_ZERO) {
-        /* short rows sharing one factor each (a spatial mask): the rows in one loop, without a branch */
+    if (ndim == 2 && mi == 0 && yi == 1) {
+        /* contiguous rows sharing one factor each (a spatial mask): the rows in one loop; short rows
+         * without a branch, longer ones cleared only where dropped */
         ptrdiff_t ystep = (ptrdiff_t)y_strides[0] * (ptrdiff_t)sz, mstep = (ptrdiff_t)m_strides[0] * (ptrdiff_t)sz;
         char *yp = y;
         const char *mp = m;
+        if (inner >= NS_BRANCHLESS_ZERO) {
+            for (int64_t r = 0; r < rows; r++, yp += ystep, mp += mstep)
+                if (factor_is_zero(dtype, mp, 0)) memset(yp, 0, (size_t)inner * sz);
+            return;
+        }
         if (dtype == NS_F32) {
             for (int64_t r = 0; r < rows; r++, yp += ystep, mp += mstep) {
                 uint32_t keep = 0u - (uint32_t)(load_f32(mp, 0) != 0.0f);
