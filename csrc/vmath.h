@@ -14,10 +14,14 @@
  *   ln(1 + f) = 2 atanh(s), s = f / (2 + f), |s| < 0.172, written as
  *   f - (f^2/2 - s (f^2/2 + R(s^2))) with R the atanh series 2 s^2/3 + 2 s^4/5
  *   + ... through s^20 (truncation below 1e-18 relative), plus e ln 2 in two
- *   parts (the high part has 42 bits, so e times it is exact).
+ *   parts (the high part has 42 bits, so e times it is exact). It is computed
+ *   at twice its scale, -2 ln u1 directly (f^2 for f^2/2, the series with
+ *   coefficients 4 / (2 i + 1), f + f for 2 f): scaling by 2 is exact, so every
+ *   rounding is that of the unscaled expression and the -2 costs nothing.
  * cos x, x = fl(2 pi u2) in [0, 2 pi): k = nearest integer to x / (pi / 2),
  *   r = x - k pi / 2 with pi / 2 in three parts (the first two have 33 bits,
- *   so k times them is exact and the first subtraction too), then the Taylor
+ *   so k times them is exact: the first two steps round as a subtraction of
+ *   the product would), then the Taylor
  *   series of cos r or sin r through r^16 / r^17 (|r| <= pi / 4, truncation
  *   below 1e-18 relative), signed by the quadrant k mod 4.
  * The relative error is a few float64 ulp, well inside the contract's bound.
@@ -43,10 +47,10 @@
 #define NS_BM_SQRT2 0x1.6a09e667f3bcdp+0
 #define NS_BM_ROUND 0x1.8p52 /* x + this - this rounds x to an integer, kept in the low bits */
 
-/* Polynomial coefficients, highest power first: the atanh series 2 / (2 i + 1), i = 10 .. 1, and the
+/* Polynomial coefficients, highest power first: the atanh series doubled, 4 / (2 i + 1), i = 10 .. 1, and the
  * Taylor series of cos ((-1)^i / (2i)!, i = 8 .. 0) and of (sin r - r) / r^3 ((-1)^i / (2i+1)!, i = 8 .. 1). */
-static const double ns_bm_atanh[10] = {2.0 / 21, 2.0 / 19, 2.0 / 17, 2.0 / 15, 2.0 / 13,
-                                       2.0 / 11, 2.0 / 9,  2.0 / 7,  2.0 / 5,  2.0 / 3};
+static const double ns_bm_atanh2[10] = {4.0 / 21, 4.0 / 19, 4.0 / 17, 4.0 / 15, 4.0 / 13,
+                                        4.0 / 11, 4.0 / 9,  4.0 / 7,  4.0 / 5,  4.0 / 3};
 static const double ns_bm_cos[9] = {1.0 / 20922789888000.0, -1.0 / 87178291200.0, 1.0 / 479001600.0,
                                     -1.0 / 3628800.0,       1.0 / 40320.0,        -1.0 / 720.0,
                                     1.0 / 24.0,             -1.0 / 2.0,           1.0};
@@ -86,19 +90,19 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
         e = e + 1.0;
     }
     double f = m - 1.0;
-    double hfsq = (0.5 * f) * f;
+    double ff = f * f;                                               /* 2 hfsq */
     double s = f / (2.0 + f);
     double z = s * s;
-    double R = ns_bm_horner(ns_bm_atanh, 10, z) * z;
-    double t = fma(s, hfsq + R, e * NS_BM_LN2_LO);
-    double lnu = e * NS_BM_LN2_HI - ((hfsq - t) - f);
-    double rad = sqrt(-2.0 * lnu);
+    double R2 = ns_bm_horner(ns_bm_atanh2, 10, z) * z;               /* 2 R */
+    double t2 = fma(s, ff + R2, e * (2.0 * NS_BM_LN2_LO));           /* 2 t */
+    double d2 = (ff - t2) - (f + f);                                 /* 2 d */
+    double rad = sqrt(fma(e, -2.0 * NS_BM_LN2_HI, d2));              /* -2 ln u1 */
 
     double x = NS_BM_TWO_PI * ((double)c * 0x1p-32);
-    double kr = x * NS_BM_TWO_OVER_PI + NS_BM_ROUND;
+    double kr = fma(x, NS_BM_TWO_OVER_PI, NS_BM_ROUND);
     uint64_t q = ns_bm_f64_to_bits(kr) & 3u;
     double k = kr - NS_BM_ROUND;
-    double r = fma(-k, NS_BM_PIO2_3, (x - k * NS_BM_PIO2_1) - k * NS_BM_PIO2_2);
+    double r = fma(-k, NS_BM_PIO2_3, fma(-k, NS_BM_PIO2_2, fma(-k, NS_BM_PIO2_1, x)));
     double w = r * r;
     double cp = ns_bm_horner(ns_bm_cos, 9, w);
     double sp = fma(r * w, ns_bm_horner(ns_bm_sin, 8, w), r);
@@ -162,11 +166,11 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
 
         /* x = 2 pi (c 2^-32) = (2 pi 2^-32) c: the same real number, rounded once */
         __m256d x = _mm256_mul_pd(c, _mm256_set1_pd(NS_BM_TWO_PI * 0x1p-32));
-        kr[v] = _mm256_add_pd(_mm256_mul_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI)), _mm256_set1_pd(NS_BM_ROUND));
+        kr[v] = _mm256_fmadd_pd(x, _mm256_set1_pd(NS_BM_TWO_OVER_PI), _mm256_set1_pd(NS_BM_ROUND));
         __m256d k = _mm256_sub_pd(kr[v], _mm256_set1_pd(NS_BM_ROUND));
-        __m256d rv = _mm256_fnmadd_pd(k, _mm256_set1_pd(NS_BM_PIO2_3),
-                                      _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_1))),
-                                                    _mm256_mul_pd(k, _mm256_set1_pd(NS_BM_PIO2_2))));
+        __m256d rv = _mm256_fnmadd_pd(k, _mm256_set1_pd(NS_BM_PIO2_1), x);
+        rv = _mm256_fnmadd_pd(k, _mm256_set1_pd(NS_BM_PIO2_2), rv);
+        rv = _mm256_fnmadd_pd(k, _mm256_set1_pd(NS_BM_PIO2_3), rv);
         r[v] = rv;
         w[v] = _mm256_mul_pd(rv, rv);
     }
@@ -179,9 +183,9 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
             __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
             acc = _mm256_fmadd_pd(acc, w[v], coef);
         }
-        __m256d lt = _mm256_set1_pd(ns_bm_atanh[0]);
+        __m256d lt = _mm256_set1_pd(ns_bm_atanh2[0]);
         for (int i = 1; i < NS_BM_LN_SPLIT; i++) {
-            lt = _mm256_fmadd_pd(lt, zv, _mm256_set1_pd(ns_bm_atanh[i]));
+            lt = _mm256_fmadd_pd(lt, zv, _mm256_set1_pd(ns_bm_atanh2[i]));
         }
         s[v] = sv;
         z[v] = zv;
@@ -191,14 +195,13 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
     for (size_t v = 0; v < n; v++) { /* the other Horner steps of ln, ln u1, -2 ln u1 */
         __m256d lt = t[v];
         for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
-            lt = _mm256_fmadd_pd(lt, z[v], _mm256_set1_pd(ns_bm_atanh[i]));
+            lt = _mm256_fmadd_pd(lt, z[v], _mm256_set1_pd(ns_bm_atanh2[i]));
         }
-        __m256d R = _mm256_mul_pd(lt, z[v]);
-        __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f[v]), f[v]);
-        __m256d tt = _mm256_fmadd_pd(s[v], _mm256_add_pd(hfsq, R), _mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_LO)));
-        __m256d lnu = _mm256_sub_pd(_mm256_mul_pd(e[v], _mm256_set1_pd(NS_BM_LN2_HI)),
-                                    _mm256_sub_pd(_mm256_sub_pd(hfsq, tt), f[v]));
-        t[v] = _mm256_mul_pd(_mm256_set1_pd(-2.0), lnu);
+        __m256d R2 = _mm256_mul_pd(lt, z[v]);
+        __m256d ff = _mm256_mul_pd(f[v], f[v]);
+        __m256d t2 = _mm256_fmadd_pd(s[v], _mm256_add_pd(ff, R2), _mm256_mul_pd(e[v], _mm256_set1_pd(2.0 * NS_BM_LN2_LO)));
+        __m256d d2 = _mm256_sub_pd(_mm256_sub_pd(ff, t2), _mm256_add_pd(f[v], f[v]));
+        t[v] = _mm256_fmadd_pd(e[v], _mm256_set1_pd(-2.0 * NS_BM_LN2_HI), d2);
     }
     for (size_t v = 0; v < n; v++) { /* the radius sqrt(-2 ln u1), the other Horner steps of cos / sin, the variate */
         __m256d rad = _mm256_sqrt_pd(t[v]);
