@@ -12,18 +12,17 @@
  *
  * ln u1: u1 = 2^e m with m in [sqrt(2)/2, sqrt(2)); f = m - 1 is exact and
  *   ln(1 + f) = 2 atanh(s), s = f / (2 + f), |s| < 0.172, written as
- *   f - (f^2/2 - s (f^2/2 + R(s^2))) with R the atanh series 2 s^2/3 + 2 s^4/5
- *   + ... through s^20 (truncation below 1e-18 relative), plus e ln 2 in two
- *   parts (the high part has 42 bits, so e times it is exact). It is computed
- *   at twice its scale, -2 ln u1 directly (f^2 for f^2/2, the series with
- *   coefficients 4 / (2 i + 1), f + f for 2 f): scaling by 2 is exact, so every
- *   rounding is that of the unscaled expression and the -2 costs nothing.
+ *   f - (f^2/2 - s (f^2/2 + R(s^2))) with R(z) = 2 z/3 + 2 z^2/5 + ... (a
+ *   fitted polynomial of degree 6 times z), plus e ln 2 in two parts (the high
+ *   part has 42 bits, so e times it is exact). It is computed at twice its
+ *   scale, -2 ln u1 directly (f^2 for f^2/2, 2 R, f + f for 2 f): scaling by 2
+ *   is exact, so every rounding is that of the unscaled expression and the -2
+ *   costs nothing.
  * cos x, x = fl(2 pi u2) in [0, 2 pi): k = nearest integer to x / (pi / 2),
  *   r = x - k pi / 2 with pi / 2 in three parts (the first two have 33 bits,
  *   so k times them is exact: the first two steps round as a subtraction of
- *   the product would), then the Taylor
- *   series of cos r or sin r through r^16 / r^17 (|r| <= pi / 4, truncation
- *   below 1e-18 relative), signed by the quadrant k mod 4.
+ *   the product would), then fitted polynomials for cos r or sin r (|r| <=
+ *   pi / 4), signed by the quadrant k mod 4.
  * The relative error is a few float64 ulp, well inside the contract's bound.
  */
 #ifndef NOISESHAPE_VMATH_H
@@ -47,16 +46,22 @@
 #define NS_BM_SQRT2 0x1.6a09e667f3bcdp+0
 #define NS_BM_ROUND 0x1.8p52 /* x + this - this rounds x to an integer, kept in the low bits */
 
-/* Polynomial coefficients, highest power first: the atanh series doubled, 4 / (2 i + 1), i = 10 .. 1, and the
- * Taylor series of cos ((-1)^i / (2i)!, i = 8 .. 0) and of (sin r - r) / r^3 ((-1)^i / (2i+1)!, i = 8 .. 1). */
-static const double ns_bm_atanh2[10] = {4.0 / 21, 4.0 / 19, 4.0 / 17, 4.0 / 15, 4.0 / 13,
-                                        4.0 / 11, 4.0 / 9,  4.0 / 7,  4.0 / 5,  4.0 / 3};
-static const double ns_bm_cos[9] = {1.0 / 20922789888000.0, -1.0 / 87178291200.0, 1.0 / 479001600.0,
-                                    -1.0 / 3628800.0,       1.0 / 40320.0,        -1.0 / 720.0,
-                                    1.0 / 24.0,             -1.0 / 2.0,           1.0};
-static const double ns_bm_sin[8] = {1.0 / 355687428096000.0, -1.0 / 1307674368000.0, 1.0 / 6227020800.0,
-                                    -1.0 / 39916800.0,       1.0 / 362880.0,         -1.0 / 5040.0,
-                                    1.0 / 120.0,             -1.0 / 6.0};
+/* Polynomial coefficients, highest power first, fitted by tools/fit_box_muller.py (Chebyshev fits in
+ * 50-digit arithmetic, within a hair of the minimax ones, rounded to float64), each with its fit's
+ * error: cos r in w = r^2 and (sin r - r) / r^3 in w for |r| <= pi / 4, and the doubled atanh series
+ * R2(z) / z = 4 (atanh(s) / s - 1) / s^2 in z = s^2, whose error reaches ln u1 multiplied by z s / 2
+ * (below 0.003). */
+#define NS_BM_NCOS 7   /* the sin polynomial has one coefficient less */
+#define NS_BM_NATANH 7
+static const double ns_bm_cos[NS_BM_NCOS] = { /* error 4.7e-17 */
+    0x1.1b8a18b167949p-29, -0x1.27df3d1d43778p-22, 0x1.a019f7f62476ap-16, -0x1.6c16c163bd246p-10,
+    0x1.555555554e75fp-5,  -0x1.fffffffffff78p-2,  0x1.0000000000000p+0};
+static const double ns_bm_sin[NS_BM_NCOS - 1] = { /* error 2.1e-17 */
+    0x1.5e0a4fc16be59p-33, -0x1.ae6008d114485p-26, 0x1.71de37946ed6dp-19,
+    -0x1.a01a019e820aep-13, 0x1.1111111110babp-7,  -0x1.5555555555555p-3};
+static const double ns_bm_atanh2[NS_BM_NATANH] = { /* error 6.2e-16 */
+    0x1.2b5900de53b32p-2, 0x1.39fe51a7c18f9p-2, 0x1.7462b51cb66b1p-2, 0x1.c71c62e3f11e6p-2,
+    0x1.2492492df281ap-1, 0x1.99999999952d7p-1, 0x1.5555555555558p+0};
 
 /* coef[0] x^(n-1) + ... + coef[n-1] by Horner's rule, one rounding per step (a fused multiply-add). */
 static inline double ns_bm_horner(const double *coef, int n, double x) {
@@ -93,7 +98,7 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
     double ff = f * f;                                               /* 2 hfsq */
     double s = f / (2.0 + f);
     double z = s * s;
-    double R2 = ns_bm_horner(ns_bm_atanh2, 10, z) * z;               /* 2 R */
+    double R2 = ns_bm_horner(ns_bm_atanh2, NS_BM_NATANH, z) * z;               /* 2 R */
     double t2 = fma(s, ff + R2, e * (2.0 * NS_BM_LN2_LO));           /* 2 t */
     double d2 = (ff - t2) - (f + f);                                 /* 2 d */
     double rad = sqrt(fma(e, -2.0 * NS_BM_LN2_HI, d2));              /* -2 ln u1 */
@@ -104,8 +109,8 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
     double k = kr - NS_BM_ROUND;
     double r = fma(-k, NS_BM_PIO2_3, fma(-k, NS_BM_PIO2_2, fma(-k, NS_BM_PIO2_1, x)));
     double w = r * r;
-    double cp = ns_bm_horner(ns_bm_cos, 9, w);
-    double sp = fma(r * w, ns_bm_horner(ns_bm_sin, 8, w), r);
+    double cp = ns_bm_horner(ns_bm_cos, NS_BM_NCOS, w);
+    double sp = fma(r * w, ns_bm_horner(ns_bm_sin, NS_BM_NCOS - 1, w), r);
     double cosx = (q & 1) ? sp : cp;
     if ((q + 1) & 2) {
         cosx = -cosx;
@@ -120,7 +125,7 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
 /* The atanh and cos polynomials each take their Horner steps in two stages: the first stage takes
  * coefficients 1 .. split - 1, a later one the rest. */
 #define NS_BM_LN_SPLIT 5
-#define NS_BM_COS_SPLIT 5
+#define NS_BM_COS_SPLIT 3
 
 /*
  * The steps of ns_box_muller on the 4 n word pairs at p (8 words per 4 pairs: a0 c0 a1 c1 ...),
@@ -194,7 +199,7 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
     }
     for (size_t v = 0; v < n; v++) { /* the other Horner steps of ln, ln u1, -2 ln u1 */
         __m256d lt = t[v];
-        for (int i = NS_BM_LN_SPLIT; i < 10; i++) {
+        for (int i = NS_BM_LN_SPLIT; i < NS_BM_NATANH; i++) {
             lt = _mm256_fmadd_pd(lt, z[v], _mm256_set1_pd(ns_bm_atanh2[i]));
         }
         __m256d R2 = _mm256_mul_pd(lt, z[v]);
@@ -208,7 +213,7 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         __m256i q = _mm256_castpd_si256(kr[v]);
         __m256d odd = _mm256_castsi256_pd(_mm256_slli_epi64(q, 63)); /* q & 1 into the sign bit */
         __m256d acc = poly[v];
-        for (int i = NS_BM_COS_SPLIT; i < 9; i++) {
+        for (int i = NS_BM_COS_SPLIT; i < NS_BM_NCOS; i++) {
             __m256d coef = _mm256_blendv_pd(_mm256_set1_pd(ns_bm_cos[i]), _mm256_set1_pd(ns_bm_sin[i - 1]), odd);
             acc = _mm256_fmadd_pd(acc, w[v], coef);
         }

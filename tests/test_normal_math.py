@@ -5,12 +5,17 @@ against the formula in NumPy (libm ``log`` and ``cos``) they agree to a few floa
 the contract's 2 float32 ulp.
 """
 
+import importlib.util
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from noiseshape import _core
 
 ISAS = _core.available_isas()
+ROOT = Path(__file__).resolve().parents[1]
 U32 = (1 << 32) - 1
 
 
@@ -112,3 +117,18 @@ def test_box_muller_rejects_a_bad_dtype():
     words = np.zeros(4, np.uint32)
     with pytest.raises(ValueError, match="box_muller: out_dtype is 2"):
         _core.box_muller(out.ctypes.data, 2, words.ctypes.data, 2)
+
+
+def test_the_polynomials_are_the_fits_of_their_script():
+    # csrc/vmath.h's coefficients are what tools/fit_box_muller.py computes (and rounds to float64)
+    spec = importlib.util.spec_from_file_location("fit_box_muller", ROOT / "tools" / "fit_box_muller.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    header = (ROOT / "csrc" / "vmath.h").read_text()
+    for name, (coefs, err) in fit.fitted().items():
+        body = re.search(rf"{name}\[[^]]*\] = {{ /\* error ([0-9.e-]+) \*/([^}}]*)}}", header)
+        assert body, name
+        in_header = [float.fromhex(c) for c in body.group(2).split(",")]
+        assert in_header == coefs, name
+        assert float(body.group(1)) == pytest.approx(err, rel=0.05), name
+        assert err < 1e-15  # each fit's error, weighed by what it contributes, is far below a float64 ulp

@@ -51,6 +51,7 @@ def test_sdist_holds_what_the_build_and_the_tests_need(sdist):
         assert {f"csrc/{p.name}" for p in (ROOT / "csrc").iterdir() if p.is_file()} <= names
     # the tests, and the examples and benchmarks they run
     assert {"tests/test_cli.py", "tests/test_examples.py", "examples/mc_uncertainty.py"} <= names
+    assert "tools/fit_box_muller.py" in names  # test_normal_math refits the core's polynomials
     assert any(n.startswith("benchmarks/") for n in names)
     # no build output or compiled core from a developer's tree
     assert not any(n.endswith((".so", ".pyd", ".o")) or "__pycache__" in n for n in names)
