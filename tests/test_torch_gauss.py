@@ -81,7 +81,7 @@ def test_gaussian_noise_default_call_is_the_reference(isa, dtype, shape):
     y = nst.gaussian_noise(x, 0.25)
     same_bits(y, expected(x, seed, 0, 0, 0.25))
     same_bits(nst.gaussian_noise(x, 0.25, seed=seed), y)  # the seeded call agrees
-    leaf = x.clone().requires_grad_()  # with autograd: noise drawn on its own, then a native add
+    leaf = x.clone().requires_grad_()  # with autograd: the noise added into a clone of x in place
     torch.manual_seed(3)
     yg = nst.gaussian_noise(leaf, 0.25)
     same_bits(yg.detach(), y)

@@ -1,11 +1,13 @@
 """The eager path of additive Gaussian noise ``x + stddev * z``: one C call, autograd left to torch.
 
-Additive noise has the identity as its gradient, so no ``autograd.Function`` is needed: when ``x``
-needs no gradient (and no forward-mode or ``torch.func`` transform is active) the C core draws the
-variates and adds them to a contiguous full-shape ``x`` in one pass; otherwise it draws the scaled
-noise ``stddev * z`` in one pass and a native ``x + noise`` carries autograd in every mode. Both give
-the values of the composite ``x + normal * stddev`` bit for bit (``noiseshape._core.gaussian_add``
-rounds as that expression does).
+Additive noise has the identity as its gradient, so no ``autograd.Function`` is needed. For a
+contiguous CPU ``x`` with noise of its own shape the C core draws the variates and adds them in one
+pass: into a new tensor when ``x`` needs no gradient (and no forward-mode or ``torch.func``
+transform is active), else into ``x.clone()``, in place, where torch's clone node carries autograd
+(the identity in every mode, keeping nothing). Other layouts, reduced noise shapes and ``torch.func``
+draw the scaled noise ``stddev * z`` in one pass and a native ``x + noise`` carries autograd. All
+give the values of the composite ``x + normal * stddev`` bit for bit
+(``noiseshape._core.gaussian_add`` rounds as that expression does).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ __all__ = ["add", "combine"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _f32, _f64 = torch.float32, torch.float64
-_OWN = (_f32, _f64)  # the dtypes whose noise is drawn in their own dtype
 _functorch_active = torch._C._are_functorch_transforms_active
 _grad_enabled = torch.is_grad_enabled
 
@@ -37,7 +38,8 @@ def add(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool)
 
     ``x`` takes the eager path (:func:`._eager.eager_ok`); ``full`` says whether ``shape`` is ``x``'s shape.
     ``seed`` None draws one (:func:`._eager.draw_seed`). A contiguous CPU ``x`` with noise of its own
-    shape that needs no autograd takes one C call; otherwise :func:`_noise_add` adds separately drawn noise.
+    shape takes one C call (into a clone of ``x`` where autograd is needed); otherwise :func:`_noise_add`
+    adds separately drawn noise.
     """
     core = _ops._core_module
     if _functorch_active() or not (core and x.is_cpu and not _ops.FORCE_TORCH):
@@ -46,30 +48,32 @@ def add(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool)
         if core is None:  # other devices, or the pure-torch contract when forced
             noise = _eager.normal(seed, stream, tuple(shape), j0, x.dtype == _f64, x.device)
             return combine(x, noise * stddev)
-        return _noise_add(core, x, seed, stream, shape, j0, stddev, False)  # torch.func's wrappers have no pointer
+        return _noise_add(core, x, seed, stream, shape, j0, stddev)  # torch.func's wrappers have no pointer
     seed = _eager._cpu_seed() if seed is None else seed
-    own = full and x.is_contiguous()
-    if not own or (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        return _noise_add(core, x, seed, stream, shape, j0, stddev, own)
-    y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
+    if not (full and x.is_contiguous()):
+        return _noise_add(core, x, seed, stream, shape, j0, stddev)
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        # torch's clone carries autograd (the identity, in every mode; it keeps nothing), and the
+        # noise is added into the copy in place, where no node can see it
+        y = x.clone()
+        src = y
+    else:
+        y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
+        src = x
     n = y.numel()
     if n:
         code = _ops.DTYPE_CODES[x.dtype]
-        core.gaussian_add(code, x.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
+        core.gaussian_add(code, src.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
     return y
 
 
-def _noise_add(core, x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float, like_x: bool) -> Tensor:
-    """``x + noise``, the scaled noise drawn by ``core`` into its own tensor (allocated like ``x`` when ``like_x``):
-    torch's ``add`` carries autograd in every mode."""
-    dtype = x.dtype
-    if like_x:
-        noise = torch.empty_like(x) if dtype in _OWN else torch.empty_like(x, dtype=_f32)
-    else:
-        with _eager._plain():
-            noise = torch.empty(shape, dtype=_f64 if dtype == _f64 else _f32)
+def _noise_add(core, x: Tensor, seed: int, stream: int, shape, j0: int, stddev: float) -> Tensor:
+    """``x + noise``, the scaled noise at ``shape`` drawn by ``core`` into its own tensor: torch's ``add``
+    carries autograd in every mode."""
+    double = x.dtype == _f64
+    with _eager._plain():
+        noise = torch.empty(shape, dtype=_f64 if double else _f32)
     m = noise.numel()
     if m:
-        double = 1 if noise.dtype == _f64 else 0
-        core.gaussian_add(double, 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
+        core.gaussian_add(int(double), 0, noise.data_ptr(), m, seed, stream, j0, stddev, _ops._threads(m))
     return combine(x, noise)
