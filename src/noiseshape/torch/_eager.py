@@ -365,37 +365,34 @@ _UNIT = (1,)
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
 
-def _native_code(core, x: Tensor, shape, full: bool) -> int | None:
-    """``core``'s code of ``x``'s dtype when noise at ``shape`` on ``x``, which needs autograd, takes
-    :func:`_native_mul`, else None. The noise is Bernoulli with a nonzero threshold, not in place and not yet drawn.
+def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool):
+    """``x * m`` with ``m`` the scaled mask at ``shape``, torch's own multiply node carrying the gradient;
+    None where ``x`` does not take this way (too large, not float32 or float64, no kernel in ``core``).
+
+    The noise is Bernoulli with a nonzero threshold, not in place and not yet drawn; ``x`` needs
+    autograd. ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and a zero where dropped, so
+    gradient and tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in
+    ``g`` gives ``nan`` there, as torch's dropout does). A dropped element must be exactly +0, as
+    everywhere: when the core reads ``x`` (full shape, contiguous) its zero has ``x``'s sign, so the
+    product is +0 wherever ``x`` is finite, and the core rewrites the dropped elements only where some
+    ``x`` there is ``inf`` or ``nan``; a broadcast mask's zero is +0, and the dropped elements are
+    rewritten where any was dropped. One function, not a check and a draw: a call with autograd runs
+    right after a backward pass, with cold caches, where every Python call on the way counts.
     """
     n = x.numel()
-    if not (n <= NATIVE_MAX or (not full and n <= NATIVE_MAX_BROADCAST and math.prod(shape) <= NATIVE_MAX)):
+    k = n if full else math.prod(shape)
+    if n > NATIVE_MAX and (full or n > NATIVE_MAX_BROADCAST or k > NATIVE_MAX):
         return None
-    if _ops.SAVE_BITS or not hasattr(core, "scaled_mask"):
+    code = _NATIVE_DTYPES.get(x.dtype)
+    draw = getattr(core, "scaled_mask", None)
+    if code is None or draw is None or _ops.SAVE_BITS:
         return None
-    return _NATIVE_DTYPES.get(x.dtype)
-
-
-def _native_mul(
-    core, x: Tensor, code: int, seed: int, stream: int, shape, j0: int, t: int, scale: float, full: bool
-) -> Tensor:
-    """``x * m`` with ``m`` the scaled mask at ``shape``: torch's own multiply node carries the gradient.
-
-    ``m`` holds exactly ``scale`` in ``x``'s dtype where kept and a zero where dropped, so gradient and
-    tangent are ``g * m``, the noise applied to ``g`` (a dropped ``inf`` or ``nan`` in ``g`` gives
-    ``nan`` there, as torch's dropout does). A dropped element must be exactly +0, as everywhere: when
-    the core reads ``x`` (full shape, contiguous) its zero has ``x``'s sign, so the product is +0 wherever
-    ``x`` is finite, and the core rewrites the dropped elements only where some ``x`` there is ``inf`` or
-    ``nan``; a broadcast mask's zero is +0, and the dropped elements are rewritten where any was dropped.
-    ``code`` is what :func:`_native_code` returned.
-    """
     plain = full and x.is_contiguous()  # then the core reads x too and signs the zeros
-    m = torch.empty_like(x if plain else _template(shape, x.dtype))
-    k = m.numel()
+    like = x if plain else _TEMPLATES.get((shape, x.dtype))
+    m = torch.empty_like(_template(shape, x.dtype) if like is None else like)
     if not k:
         return torch.mul(x, m)
-    to_rewrite = core.scaled_mask(code, m.data_ptr(), k, seed, stream, j0, t, scale, x.data_ptr() if plain else 0)
+    to_rewrite = draw(code, m.data_ptr(), k, seed, stream, j0, t, scale, x.data_ptr() if plain else 0)
     y = torch.mul(x, m)
     if to_rewrite:  # the C core zeroes y's dropped elements in place (no autograd involved)
         if plain:
@@ -436,9 +433,9 @@ def bernoulli(x: Tensor, seed, stream: int, shape, full: bool, t: int, scale: fl
     if seed is None:
         seed = _cpu_seed()
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        code = None if inplace else _native_code(core, x, shape, full)
-        if code is not None:
-            return _native_mul(core, x, code, seed, stream, shape, 0, t, scale, full)
+        y = None if inplace else _native_mul(core, x, seed, stream, shape, 0, t, scale, full)
+        if y is not None:
+            return y
         return _apply_function(x, Noise(seed, stream, shape, 0, t, scale, full), inplace)
     if x.numel():
         y = x if inplace else torch.empty_like(x)
@@ -453,10 +450,9 @@ def noise_mul(x: Tensor, noise: Noise, inplace: bool = False) -> Tensor:
         return NoiseMul.apply(x, noise, inplace)
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
         if noise.t and noise.mask is None and not (inplace or noise.gaussian):
-            core = _core_of(x)
-            code = _native_code(core, x, noise.shape, noise.full)
-            if code is not None:
-                n = noise
-                return _native_mul(core, x, code, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
+            n = noise
+            y = _native_mul(_core_of(x), x, n.seed, n.stream, n.shape, n.j0, n.t, n.scale, n.full)
+            if y is not None:
+                return y
         return _apply_function(x, noise, inplace)
     return noise.apply(x, inplace)
