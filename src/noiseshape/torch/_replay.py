@@ -108,14 +108,14 @@ def _maybe_in_segment() -> bool:
     return not _grad_enabled() or _graph_task() != -1 or _saved_hooks(False) is not None
 
 
-def take_stream(layer, advance) -> int:
-    """The stream of ``layer``'s current call: ``advance()`` (take and bump the counter) or a replayed one.
+def take_stream(layer, advance, counter) -> int:
+    """The stream of ``layer``'s current call: ``advance(counter)`` (take and bump the counter) or a replayed one.
 
     The Python stack is searched (:func:`_locate`) only where a segment may be running (:func:`_maybe_in_segment`).
     """
     where = _locate() if _CODES is not None and _maybe_in_segment() else None
     if where is None:
-        return advance()
+        return advance(counter)
     segment, token, forwards = where
     stream = None
     if segment is not None:
@@ -129,7 +129,7 @@ def take_stream(layer, advance) -> int:
             cursors[1][id(layer)] = pos + 1
             stream = streams[pos % len(streams)]
     if stream is None:
-        stream = advance()
+        stream = advance(counter)
     for seg in forwards:  # segments entered in this run (nested checkpoints) replay it later
         _log(seg).setdefault(id(layer), []).append(stream)
     return stream

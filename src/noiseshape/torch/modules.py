@@ -127,7 +127,7 @@ class _NoiseLayer(nn.Module):
     def _eager_key(self) -> tuple[int, int]:
         """``(seed, stream)`` of a seeded layer's eager call (:func:`._replay.take_stream`), the counter read once."""
         counter = self._counter()
-        return _word(counter, 0), _replay.take_stream(self, lambda: self._advance(counter))
+        return _word(counter, 0), _replay.take_stream(self, self._advance, counter)
 
     def _advance(self, counter) -> int:
         """The value of the stream counter ``counter`` (:meth:`_counter`); it moves on by one (modulo 2**64)."""
@@ -219,11 +219,16 @@ class _Rate(_NoiseLayer):
                     broadcast_dims=broadcast_dims,
                 )  # fmt: skip
             # resolved (and checked) before the stream moves on; _fast ruled out tracing and checked the eager path
-            spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
+            shape: tuple
+            if noise_shape is None and broadcast_dims is None:
+                shape, full = x.shape, True
+            else:
+                spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
+                shape = spec.shape
             seed, stream = self._eager_key()
             t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
             scale = scale if self.scale_by_keep else 1.0
-            return _eager.bernoulli(x, seed, stream, spec.shape, full, t, scale, self.inplace)
+            return _eager.bernoulli(x, seed, stream, shape, full, t, scale, self.inplace)
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
