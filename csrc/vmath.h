@@ -204,7 +204,8 @@ NS_TARGET_AVX2 static inline void ns_box_muller_avx2(const void *p, double *zout
         }
         __m256d R2 = _mm256_mul_pd(lt, z[v]);
         __m256d ff = _mm256_mul_pd(f[v], f[v]);
-        __m256d t2 = _mm256_fmadd_pd(s[v], _mm256_add_pd(ff, R2), _mm256_mul_pd(e[v], _mm256_set1_pd(2.0 * NS_BM_LN2_LO)));
+        __m256d elo2 = _mm256_mul_pd(e[v], _mm256_set1_pd(2.0 * NS_BM_LN2_LO));
+        __m256d t2 = _mm256_fmadd_pd(s[v], _mm256_add_pd(ff, R2), elo2);
         __m256d d2 = _mm256_sub_pd(_mm256_sub_pd(ff, t2), _mm256_add_pd(f[v], f[v]));
         t[v] = _mm256_fmadd_pd(e[v], _mm256_set1_pd(-2.0 * NS_BM_LN2_HI), d2);
     }
