@@ -38,58 +38,40 @@ static inline void row_f64(const char *x, char *y, size_t n, double scale, uint6
     }
 }
 
-/* A kept run of float32 or float64, x * scale, 8 or 4 elements per vector on the vector paths (the
- * same products as row_f32 / row_f64). */
+/* y = x * scale over a run of n float32 or float64 elements, or +0 throughout where keep is 0, 8 or 4
+ * elements per vector on the vector paths (the same values as row_f32 / row_f64, which take the tail). */
 #ifdef NS_X86
-NS_TARGET_AVX2 static void scaled_run_avx2(int dtype, const char *x, char *y, size_t n, double scale) {
+NS_TARGET_AVX2 static inline void run_avx2(int dtype, const char *x, char *y, size_t n, double scale, int keep) {
     size_t i = 0;
     if (dtype == NS_F32) {
-        __m256 s = _mm256_set1_ps((float)scale);
+        uint32_t bits = 0u - (uint32_t)(keep != 0);
+        __m256 s = _mm256_set1_ps((float)scale), k = _mm256_castsi256_ps(_mm256_set1_epi32((int)bits));
         for (; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_loadu_ps((const float *)(const void *)(x + 4 * i));
-            _mm256_storeu_ps((float *)(void *)(y + 4 * i), _mm256_mul_ps(v, s));
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps((const float *)(const void *)(x + 4 * i)), s);
+            _mm256_storeu_ps((float *)(void *)(y + 4 * i), _mm256_and_ps(v, k));
         }
-        row_f32(x + 4 * i, y + 4 * i, n - i, (float)scale, ~0u);
-    } else {
-        __m256d s = _mm256_set1_pd(scale);
-        for (; i + 4 <= n; i += 4) {
-            __m256d v = _mm256_loadu_pd((const double *)(const void *)(x + 8 * i));
-            _mm256_storeu_pd((double *)(void *)(y + 8 * i), _mm256_mul_pd(v, s));
-        }
-        row_f64(x + 8 * i, y + 8 * i, n - i, scale, ~(uint64_t)0);
+        row_f32(x + 4 * i, y + 4 * i, n - i, (float)scale, bits);
+        return;
     }
+    uint64_t bits = 0u - (uint64_t)(keep != 0);
+    __m256d s = _mm256_set1_pd(scale), k = _mm256_castsi256_pd(_mm256_set1_epi64x((long long)bits));
+    for (; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)(const void *)(x + 8 * i)), s);
+        _mm256_storeu_pd((double *)(void *)(y + 8 * i), _mm256_and_pd(v, k));
+    }
+    row_f64(x + 8 * i, y + 8 * i, n - i, scale, bits);
+}
+
+NS_TARGET_AVX2 static void scaled_run_avx2(int dtype, const char *x, char *y, size_t n, double scale) {
+    run_avx2(dtype, x, y, n, scale, 1);
 }
 
 /* Short rows of one mask element each, without a branch: every row is x * scale masked to +0 where
- * its element is 0 (row_f32 / row_f64 on the vector paths). */
+ * its element is 0. */
 NS_TARGET_AVX2 static void short_rows_avx2(int dtype, const char *xp, char *yp, const uint8_t *mp, int64_t rows,
                                            size_t len, ptrdiff_t xstep, ptrdiff_t ystep, ptrdiff_t mstep,
                                            double scale) {
-    if (dtype == NS_F32) {
-        __m256 s = _mm256_set1_ps((float)scale);
-        for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep) {
-            uint32_t keep = 0u - (uint32_t)(*mp != 0);
-            __m256 k = _mm256_castsi256_ps(_mm256_set1_epi32((int)keep));
-            size_t i = 0;
-            for (; i + 8 <= len; i += 8) {
-                __m256 v = _mm256_mul_ps(_mm256_loadu_ps((const float *)(const void *)(xp + 4 * i)), s);
-                _mm256_storeu_ps((float *)(void *)(yp + 4 * i), _mm256_and_ps(v, k));
-            }
-            row_f32(xp + 4 * i, yp + 4 * i, len - i, (float)scale, keep);
-        }
-        return;
-    }
-    __m256d s = _mm256_set1_pd(scale);
-    for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep) {
-        uint64_t keep = 0u - (uint64_t)(*mp != 0);
-        __m256d k = _mm256_castsi256_pd(_mm256_set1_epi64x((long long)keep));
-        size_t i = 0;
-        for (; i + 4 <= len; i += 4) {
-            __m256d v = _mm256_mul_pd(_mm256_loadu_pd((const double *)(const void *)(xp + 8 * i)), s);
-            _mm256_storeu_pd((double *)(void *)(yp + 8 * i), _mm256_and_pd(v, k));
-        }
-        row_f64(xp + 8 * i, yp + 8 * i, len - i, scale, keep);
-    }
+    for (int64_t r = 0; r < rows; r++, xp += xstep, yp += ystep, mp += mstep) run_avx2(dtype, xp, yp, len, scale, *mp);
 }
 #endif
 

@@ -95,13 +95,13 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
         e = e + 1.0;
     }
     double f = m - 1.0;
-    double ff = f * f;                                               /* 2 hfsq */
+    double ff = f * f; /* 2 hfsq */
     double s = f / (2.0 + f);
     double z = s * s;
-    double R2 = ns_bm_horner(ns_bm_atanh2, NS_BM_NATANH, z) * z;               /* 2 R */
-    double t2 = fma(s, ff + R2, e * (2.0 * NS_BM_LN2_LO));           /* 2 t */
-    double d2 = (ff - t2) - (f + f);                                 /* 2 d */
-    double rad = sqrt(fma(e, -2.0 * NS_BM_LN2_HI, d2));              /* -2 ln u1 */
+    double R2 = ns_bm_horner(ns_bm_atanh2, NS_BM_NATANH, z) * z; /* 2 R */
+    double t2 = fma(s, ff + R2, e * (2.0 * NS_BM_LN2_LO));     /* 2 t */
+    double d2 = (ff - t2) - (f + f);                             /* 2 d */
+    double rad = sqrt(fma(e, -2.0 * NS_BM_LN2_HI, d2));          /* -2 ln u1 */
 
     double x = NS_BM_TWO_PI * ((double)c * 0x1p-32);
     double kr = fma(x, NS_BM_TWO_OVER_PI, NS_BM_ROUND);
@@ -132,8 +132,8 @@ static inline double ns_box_muller(uint32_t a, uint32_t c) {
  * variates to z[0 .. 4 n), n <= NS_BM_BLOCK / 4; every lane sees exactly the operations of
  * ns_box_muller, so the variates are the same bit for bit.
  *
- * One variate is a dependency chain of some 150 cycles (the division, two Horner chains of 6
- * cycles per step, the square root), far longer than the out-of-order window hides at full
+ * One variate is a dependency chain of some 100 cycles (the division, two Horner chains of a
+ * fused multiply-add per step, the square root), far longer than the out-of-order window hides at full
  * throughput. So the work runs in four stages over the whole block, each a loop whose iterations
  * are independent and whose chain is short, passing values on through stack arrays (in L1): the
  * reductions; the division and the first Horner steps; the other steps of ln; the square root and

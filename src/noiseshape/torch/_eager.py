@@ -388,8 +388,7 @@ def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int,
     if code is None or draw is None or _ops.SAVE_BITS:
         return None
     plain = full and x.is_contiguous()  # then the core reads x too and signs the zeros
-    like = x if plain else _TEMPLATES.get((shape, x.dtype))
-    m = torch.empty_like(_template(shape, x.dtype) if like is None else like)
+    m = torch.empty_like(x if plain else _template(shape, x.dtype))
     if not k:
         return torch.mul(x, m)
     to_rewrite = draw(code, m.data_ptr(), k, seed, stream, j0, t, scale, x.data_ptr() if plain else 0)

@@ -228,12 +228,15 @@ def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
 
 
 def _fast_drop(
-    op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False, broadcast_dims=None
-):
+    op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False, broadcast_dims=None,
+    key=None,
+):  # fmt: skip
     """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape.
 
     ``own_shape``: the noise shape is one of the library's own tuples of ``None`` and ``1`` (no type
     check needed before the cache lookup). The caches are read directly: :func:`_fast` ruled out tracing.
+    ``key``: a seeded layer's ``() -> (seed, stream)``, called once the noise shape is resolved and
+    checked (so that a bad shape leaves the layer's stream where it was); it replaces ``seed`` and ``stream``.
     """
     if noise_shape is None and broadcast_dims is None:
         shape, full = x.shape, True
@@ -241,6 +244,8 @@ def _fast_drop(
         hit = _SPECS.get((x.shape, noise_shape, None)) if own_shape else None
         spec, full = hit or _resolve_eager(x.shape, noise_shape, broadcast_dims, op)
         shape = spec.shape
+    if key is not None:
+        seed, stream = key()
     t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
     return _eager.bernoulli(x, seed, stream, shape, full, t, scale if scale_by_keep else 1.0, inplace)
 

@@ -213,22 +213,10 @@ class _Rate(_NoiseLayer):
             not self.share_batch and type(self)._noise is _Rate._noise and nf._fast(x, self.p, None, 0, 0, None, None)
         ):  # the common call: a layer on a plain tensor, outside tracing
             noise_shape, broadcast_dims = self._noise_args(x)
-            if self.seed is None:
-                return nf._fast_drop(
-                    self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
-                    broadcast_dims=broadcast_dims,
-                )  # fmt: skip
-            # resolved (and checked) before the stream moves on; _fast ruled out tracing and checked the eager path
-            shape: tuple
-            if noise_shape is None and broadcast_dims is None:
-                shape, full = x.shape, True
-            else:
-                spec, full = ne._resolve_eager(x.shape, noise_shape, broadcast_dims, self._op_name)
-                shape = spec.shape
-            seed, stream = self._eager_key()
-            t, scale = nf._THRESHOLDS.get(self.p) or nf._threshold_and_scale(self.p)
-            scale = scale if self.scale_by_keep else 1.0
-            return _eager.bernoulli(x, seed, stream, shape, full, t, scale, self.inplace)
+            return nf._fast_drop(
+                self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
+                broadcast_dims=broadcast_dims, key=None if self.seed is None else self._eager_key,
+            )  # fmt: skip
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
