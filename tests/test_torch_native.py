@@ -217,3 +217,78 @@ def test_nothing_dropped_skips_no_value():
     y = nst.dropout(leaf, 1e-5, seed=0)
     assert bool((reference(torch.ones(8), 1e-5, seed=0) != 0).all())  # this seed keeps all 8
     same_bits(y.detach(), reference(x, 1e-5, seed=0))  # -0.0 stays -0.0, inf stays inf: kept values
+
+
+# ---------------------------------------------------------------------------------------------
+# plain calls by their plan (noiseshape.torch._plans)
+
+
+def _drawn_seed(seed):
+    """The seed an unseeded call draws after ``torch.manual_seed(seed)`` (the first of torch.randint's two values)."""
+    torch.manual_seed(seed)
+    return int(torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64)[0]) % 2**64
+
+
+PLAIN_CALLS = [  # (name, call(x, seed), shape, noise shape of the reference)
+    ("dropout", lambda x, s: nst.dropout(x, 0.3, seed=s), (6, 5), None),
+    ("dropout (None, 1)", lambda x, s: nst.dropout(x, 0.3, (None, 1), seed=s), (6, 5), (None, 1)),
+    ("broadcast_dims", lambda x, s: nst.dropout(x, 0.3, broadcast_dims=(1,), seed=s), (6, 5), (None, 1)),
+    ("spatial_dropout2d", lambda x, s: nst.spatial_dropout2d(x, 0.3, seed=s), (3, 4, 2, 2), (None, None, 1, 1)),
+    (
+        "spatial channels_last",
+        lambda x, s: nst.spatial_dropout1d(x, 0.3, "channels_last", seed=s),
+        (3, 5, 4),
+        (None, 1, None),
+    ),
+    ("locked_dropout", lambda x, s: nst.locked_dropout(x, 0.3, seed=s), (3, 5, 4), (None, 1, None)),
+    ("locked time first", lambda x, s: nst.locked_dropout(x, 0.3, False, seed=s), (5, 3, 4), (1, None, None)),
+    ("drop_path", lambda x, s: nst.drop_path(x, 0.3, seed=s), (6, 2, 3), (None, 1, 1)),
+    ("Dropout", lambda x, s: nst.Dropout(0.3, seed=s)(x), (6, 5), None),
+    ("SpatialDropout2d", lambda x, s: nst.SpatialDropout2d(0.3, seed=s)(x), (3, 4, 2, 2), (None, None, 1, 1)),
+    ("LockedDropout", lambda x, s: nst.LockedDropout(0.3, seed=s)(x), (3, 5, 4), (None, 1, None)),
+    ("DropPath", lambda x, s: nst.DropPath(0.3, seed=s)(x), (6, 2, 3), (None, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize(("name", "call", "shape", "noise_shape"), PLAIN_CALLS, ids=[c[0] for c in PLAIN_CALLS])
+def test_plain_calls_take_their_plan_and_give_the_contract_values(
+    monkeypatch, name, call, shape, noise_shape, grad, seeded
+):  # fmt: skip
+    from noiseshape.torch import functional as nf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plain call left its plan")
+
+    x = torch.randn(shape, dtype=torch.float64)
+    x.view(-1)[::4] *= -1
+    for _ in range(2):  # the call that makes the plan, and one that finds it
+        monkeypatch.setattr(nf, "_prepare", refuse)
+        monkeypatch.setattr(_eager, "bernoulli", refuse)
+        leaf = x.clone().requires_grad_(grad)
+        if seeded:
+            seed, y = 7, call(leaf, 7)
+        else:
+            seed = _drawn_seed(3)
+            torch.manual_seed(3)
+            y = call(leaf, None)
+        monkeypatch.undo()
+        same_bits(y.detach(), reference(x, 0.3, noise_shape, seed=seed))
+        assert (y.grad_fn is not None) == grad
+        if grad:
+            ones = torch.ones(shape, dtype=torch.float64)
+            y.backward(ones)
+            assert torch.equal(leaf.grad, reference(ones, 0.3, noise_shape, seed=seed))
+
+
+def test_a_bool_entry_is_refused_after_its_equal_has_a_plan():
+    from noiseshape import NoiseShapeError
+
+    x = torch.ones(4, 3)
+    nst.dropout(x, 0.5, (None, 1), seed=1)  # (None, True) == (None, 1): a plan would find this call's
+    with pytest.raises(NoiseShapeError, match=r"noise_shape\[1\] is True"):
+        nst.dropout(x, 0.5, (None, True), seed=1)
+    nst.dropout(x, 0.5, broadcast_dims=1, seed=1)
+    with pytest.raises(NoiseShapeError, match="broadcast_dims is True"):
+        nst.dropout(x, 0.5, broadcast_dims=True, seed=1)

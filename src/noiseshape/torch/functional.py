@@ -25,16 +25,14 @@ from .._coords import Coords
 from .._errors import axes_text, fail
 from .._spec import NoiseSpec, _spec_text, check_rate, resolve
 from .._types import BroadcastDims, NoiseShape
-from . import _eager, _gauss, _ops, _rows
+from . import _eager, _gauss, _ops, _plans, _rows
 from . import distributed as _dist
 from ._eager import eager_ok
 from ._engines import (
     _DROPOUT_ADD,
-    _SPECS,
     _check_seed,
     _check_tensor,
     _key_tensor,
-    _resolve_eager,
     alpha_apply,
     bernoulli_apply,
     call_key,
@@ -216,40 +214,6 @@ def _plain_call(x, seed, stream, batch_offset, generator, coords) -> bool:
     )
 
 
-def _fast(x, p, seed, stream, batch_offset, generator, coords) -> bool:
-    """Whether a training call takes :func:`_fast_drop`: a plain call whose mask starts at global index 0."""
-    return (
-        type(p) is float
-        and 0.0 < p <= 1.0
-        and batch_offset is _ZERO  # the int 0 (one object in CPython); any other value takes the checked path
-        and not _coords._SAMPLES  # no global_samples block open
-        and _plain_call(x, seed, stream, batch_offset, generator, coords)
-    )
-
-
-def _fast_drop(
-    op, x, p, noise_shape, seed, stream, inplace=False, scale_by_keep=True, own_shape=False, broadcast_dims=None,
-    key=None,
-):  # fmt: skip
-    """Bernoulli dropout of a call that :func:`_fast` admits: no argument left to check but the noise shape.
-
-    ``own_shape``: the noise shape is one of the library's own tuples of ``None`` and ``1`` (no type
-    check needed before the cache lookup). The caches are read directly: :func:`_fast` ruled out tracing.
-    ``key``: a seeded layer's ``() -> (seed, stream)``, called once the noise shape is resolved and
-    checked (so that a bad shape leaves the layer's stream where it was); it replaces ``seed`` and ``stream``.
-    """
-    if noise_shape is None and broadcast_dims is None:
-        shape, full = x.shape, True
-    else:
-        hit = _SPECS.get((x.shape, noise_shape, None)) if own_shape else None
-        spec, full = hit or _resolve_eager(x.shape, noise_shape, broadcast_dims, op)
-        shape = spec.shape
-    if key is not None:
-        seed, stream = key()
-    t, scale = _THRESHOLDS.get(p) or _threshold_and_scale(p)
-    return _eager.bernoulli(x, seed, stream, shape, full, t, scale if scale_by_keep else 1.0, inplace)
-
-
 def _drop(x: Tensor, d: _Draw, inplace: bool = False, scale_by_keep: bool = True) -> Tensor:
     """Bernoulli dropout of ``x`` with the rate and key of ``d``."""
     t, scale = _threshold_and_scale(d.rate)
@@ -290,8 +254,10 @@ def dropout(
     True
     """
     op = "noiseshape.torch.dropout"
-    if training is True and _fast(x, p, seed, stream, batch_offset, generator, coords):
-        return _fast_drop(op, x, p, noise_shape, seed, stream, inplace, broadcast_dims=broadcast_dims)
+    if training is True and generator is None and coords is None and batch_offset is _ZERO:
+        y = _plans.drop(x, p, noise_shape, broadcast_dims, seed, stream, inplace, True, op)
+        if y is not None:  # a plain call, by its plan
+            return y
     d = _prepare(op, x, p, noise_shape, broadcast_dims, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, inplace)
 
@@ -391,8 +357,8 @@ def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tupl
 def _spatial(dims):
     name = f"spatial_dropout{dims}d"
     layout = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
-    fast_shape = (None, None) + (1,) * dims
     op = f"noiseshape.torch.{name}"
+    rules = {f: _plans.spatial_rule(dims, f) for f in ("channels_first", "channels_last")}
 
     def fn(
         x: Tensor,
@@ -407,13 +373,11 @@ def _spatial(dims):
         coords: Coords | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        if (
-            training is True
-            and data_format == "channels_first"
-            and _fast(x, p, seed, stream, batch_offset, generator, coords)
-            and x.dim() == dims + 2
-        ):
-            return _fast_drop(op, x, p, fast_shape, seed, stream, inplace, own_shape=True)
+        if training is True and generator is None and coords is None and batch_offset is _ZERO:
+            rule = rules.get(data_format) if type(data_format) is str else None
+            y = None if rule is None else _plans.drop(x, p, rule, None, seed, stream, inplace, True, op)
+            if y is not None:  # a plain call, by its plan
+                return y
         if not training:
             check_data_format(op, data_format)
         noise_shape = spatial_noise_shape(op, x, dims, data_format) if training else None
@@ -482,15 +446,17 @@ def locked_dropout(
     True
     """
     op = "noiseshape.torch.locked_dropout"
+    plain = training is True and generator is None and coords is None and batch_offset is _ZERO
+    if plain and type(batch_first) is bool:
+        y = _plans.drop(x, p, _plans.locked_rule(batch_first), None, seed, stream, inplace, True, op)
+        if y is not None:  # a plain call, by its plan
+            return y
     noise_shape = locked_noise_shape(op, x, batch_first) if training else None
     axis = 0 if batch_first else 1
     d = _prepare(
         op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords, batch_axis=axis
     )
     return x if d is None else _drop(x, d, inplace)
-
-
-_DROP_PATH_SHAPES = [(None,) + (1,) * (r - 1) for r in range(65)]  # by rank (torch allows up to 64 axes)
 
 
 def drop_path_noise_shape(op: str, x: Tensor) -> tuple:
@@ -523,14 +489,11 @@ def drop_path(
     True
     """
     op = "noiseshape.torch.drop_path"
-    if (
-        training is True
-        and (scale_by_keep is True or scale_by_keep is False)
-        and _fast(x, p, seed, stream, batch_offset, generator, coords)
-        and x.dim()
-    ):
-        shape = _DROP_PATH_SHAPES[x.dim()]
-        return _fast_drop(op, x, p, shape, seed, stream, scale_by_keep=scale_by_keep, own_shape=True)
+    plain = training is True and generator is None and coords is None and batch_offset is _ZERO
+    if plain and type(scale_by_keep) is bool:
+        y = _plans.drop(x, p, _plans.drop_path_rule(), None, seed, stream, False, scale_by_keep, op)
+        if y is not None:  # a plain call, by its plan
+            return y
     noise_shape = drop_path_noise_shape(op, x) if training else None
     d = _prepare(op, x, p, noise_shape, None, training, seed, stream, batch_offset, generator, coords=coords)
     return x if d is None else _drop(x, d, scale_by_keep=bool(scale_by_keep))
@@ -712,7 +675,7 @@ def gaussian_noise(
         and type(stddev) is float
         and 0.0 < stddev < math.inf
         and noise_shape is None is broadcast_dims
-        and batch_offset is _ZERO  # as in _fast
+        and batch_offset is _ZERO  # any other value takes the checked path
         and not _coords._SAMPLES
         and _plain_call(x, seed, stream, batch_offset, generator, coords)
     ):  # a plain eager call, nothing to resolve or place: no check left to make

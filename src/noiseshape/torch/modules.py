@@ -21,7 +21,7 @@ from .. import _coords, _rng
 from .._errors import axes_text, fail
 from .._spec import _fmt, check_flag, check_noise_args, check_rate, check_u64, resolve
 from .._types import BroadcastDims, NoiseShape
-from . import _eager, _ops, _replay
+from . import _eager, _ops, _plans, _replay
 from . import _engines as ne
 from . import _regions as nr
 from . import distributed as _dist
@@ -209,19 +209,22 @@ class _Rate(_NoiseLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if (
-            not self.share_batch and type(self)._noise is _Rate._noise and nf._fast(x, self.p, None, 0, 0, None, None)
-        ):  # the common call: a layer on a plain tensor, outside tracing
-            noise_shape, broadcast_dims = self._noise_args(x)
-            return nf._fast_drop(
-                self._op_name, x, self.p, noise_shape, None, 0, self.inplace, self.scale_by_keep,
-                broadcast_dims=broadcast_dims, key=None if self.seed is None else self._eager_key,
+        if not self.share_batch and type(self)._noise is _Rate._noise:
+            y = _plans.drop(
+                x, self.p, self._plan_noise(), self.broadcast_dims, None, 0, self.inplace, self.scale_by_keep,
+                self._op_name, None if self.seed is None else self._eager_key,
             )  # fmt: skip
+            if y is not None:  # the common call: a plain tensor, outside tracing, by its plan
+                return y
         if not (isinstance(x, Tensor) and x.dtype in _ops.DTYPE_CODES and x.layout == torch.strided):
             ne._check_tensor(self._op(), x)  # raises
         spec, full = self._spec_full(x)
         t, scale = nf._threshold_and_scale(self.p)
         return self._noise(x, spec, self.next_key(x), t, scale, full)
+
+    def _plan_noise(self):
+        """The noise of this layer's plans (:func:`._plans.drop`): its noise shape, or the rule of its kind."""
+        return self.noise_shape
 
     def _noise(self, x, spec, key, t, scale, full):  # not _apply: nn.Module.to() and .cuda() call that one
         scale = scale if self.scale_by_keep else 1.0
@@ -272,6 +275,9 @@ class _Spatial(_Rate):
 
     def _noise_args(self, x):
         return nf.spatial_noise_shape(self._op(), x, self.dims, self.data_format), None
+
+    def _plan_noise(self):
+        return _plans.spatial_rule(self.dims, self.data_format)
 
     def _repr_args(self):
         args = super()._repr_args()
@@ -338,6 +344,9 @@ class LockedDropout(_Rate):
     def _noise_args(self, x):
         return nf.locked_noise_shape(self._op(), x, self.batch_first), None
 
+    def _plan_noise(self):
+        return _plans.locked_rule(self.batch_first)
+
     def _batch_axis(self):
         return 0 if self.batch_first else 1
 
@@ -361,6 +370,9 @@ class DropPath(_Rate):
 
     def _noise_args(self, x):
         return nf.drop_path_noise_shape(self._op(), x), None
+
+    def _plan_noise(self):
+        return _plans.drop_path_rule()
 
     def _repr_args(self):
         return super()._repr_args() + ([] if self.scale_by_keep else ["scale_by_keep=False"])
