@@ -292,3 +292,43 @@ def test_a_bool_entry_is_refused_after_its_equal_has_a_plan():
     nst.dropout(x, 0.5, broadcast_dims=1, seed=1)
     with pytest.raises(NoiseShapeError, match="broadcast_dims is True"):
         nst.dropout(x, 0.5, broadcast_dims=True, seed=1)
+
+
+def _grad_of(y, g):
+    (grad,) = torch.autograd.grad(y, y.grad_fn.next_functions[0][0].variable, g, retain_graph=True)
+    return grad
+
+
+@pytest.mark.parametrize("noise_shape", [None, (None, 1)])
+def test_a_mask_tensor_is_reused_only_once_nothing_refers_to_it(noise_shape):
+    # backward's scaled mask is reused by a later call of the same plan only when no graph, view, saved-tensor
+    # hook or Python name holds it: each case below would see the later call's mask if it were reused too soon
+    shape, g = (6, 5), torch.randn(6, 5)
+    leaf = torch.randn(shape, requires_grad=True)
+
+    def call(seed):
+        return nst.dropout(leaf, 0.5, noise_shape, seed=seed)
+
+    def expected(seed):
+        return reference(g, 0.5, noise_shape, seed=seed)
+
+    call(0).backward(g)  # the plan and its spare
+    live = [call(s) for s in (1, 2, 3)]  # graphs alive together
+    for s, y in zip((1, 2, 3), live):
+        assert torch.equal(_grad_of(y, g), expected(s))
+    y = call(4)
+    held = y.grad_fn._saved_other  # a Python name for the mask
+    kept = held.clone()
+    y.backward(g)
+    del y
+    call(5).backward(g)
+    assert torch.equal(held, kept)
+    del held
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.detach(), lambda t: t):  # a second TensorImpl
+        y = call(6)
+    call(7).backward(g)
+    assert torch.equal(_grad_of(y, g), expected(6))
+    y = call(8)
+    y.backward(g, retain_graph=True)  # the graph outlives its first backward
+    call(9).backward(g)
+    assert torch.equal(_grad_of(y, g), expected(8))

@@ -19,6 +19,7 @@ which follows the input's rank.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import Tensor
@@ -41,6 +42,8 @@ _empty_like = torch.empty_like
 _mul = torch.mul
 _cpu_seed = _eager._cpu_seed
 _UNIT = (1,)
+_refs = sys.getrefcount
+_storage_uses = torch._C._storage_Use_Count
 _U64 = (1 << 64) - 1
 _ZERO = 0
 
@@ -88,7 +91,20 @@ class Plan:
     """What a plain call on an input of one shape and dtype does (see the module's text)."""
 
     __slots__ = (
-        "bdims", "code", "direct", "full", "k", "layout", "limit", "n", "native", "noise", "scale", "shape", "t",
+        "bdims",
+        "code",
+        "direct",
+        "full",
+        "k",
+        "layout",
+        "limit",
+        "n",
+        "native",
+        "noise",
+        "scale",
+        "shape",
+        "spare",
+        "t",
         "template",
     )  # fmt: skip
 
@@ -106,9 +122,19 @@ class Plan:
     shape: tuple  # the mask's shape
     t: int  # the keep threshold
     template: Tensor | None  # a tensor to allocate backward's scaled mask like, where the native multiply may serve
+    spare: list  # the mask tensor of an earlier call, to reuse once nothing refers to it (at most one)
 
 
 _PLANS: dict = {}
+
+
+def _free_refs() -> int:
+    """What ``sys.getrefcount`` says of a tensor that only a local variable refers to (as ``m`` in :func:`drop`)."""
+    m = torch.empty(0)
+    return _refs(m)
+
+
+_FREE_REFS = _free_refs()
 
 
 def _contiguous_strides(shape) -> tuple:
@@ -151,7 +177,7 @@ def _make(x_shape, dtype, p: float, noise, bdims, scale_by_keep: bool, op: str) 
     plan.limit = k if not full and n <= _eager.NATIVE_MAX_BROADCAST else n
     plan.direct = bool(t and n and hasattr(core, "shaped_dropout"))
     plan.native = _eager._NATIVE_DTYPES.get(dtype) if plan.direct and hasattr(core, "scaled_mask") else None
-    plan.template = None
+    plan.template, plan.spare = None, []
     if plan.native is not None and plan.limit <= _eager.NATIVE_MAX:
         with torch.inference_mode(False):
             plan.template = torch.empty(shape, dtype=dtype)
@@ -212,25 +238,30 @@ def drop(
         if inplace or plan.template is None or plan.limit > _eager.NATIVE_MAX or _ops.SAVE_BITS:
             return _eager.bernoulli(x, seed, stream, plan.shape, plan.full, plan.t, plan.scale, inplace)
         # torch's own multiply by the scaled mask carries autograd (see _eager._native_mul)
-        code = plan.native
-        if plan.full:
-            if not x.is_contiguous():
-                return _eager._native_mul(core, x, seed, stream, plan.shape, 0, plan.t, plan.scale, True)
+        full = plan.full
+        if full and not x.is_contiguous():
+            return _eager._native_mul(core, x, seed, stream, plan.shape, 0, plan.t, plan.scale, True)
+        spare = plan.spare
+        try:  # the last call's mask tensor, where nothing refers to it any more (its backward has run)
+            m = spare.pop()  # one step: two threads never take the same one
+            if not (_refs(m) == _FREE_REFS and m._use_count() == 1 and _storage_uses(m.untyped_storage()._cdata) == 2):
+                m = _empty_like(plan.template)
+        except IndexError:
             m = _empty_like(plan.template)
-            to_rewrite = core.scaled_mask(code, m.data_ptr(), plan.k, seed, stream, 0, plan.t, plan.scale, x.data_ptr())
-            y = _mul(x, m)
-            if to_rewrite:
-                core.zero_dropped(code, y.data_ptr(), m.data_ptr(), (plan.k,), _UNIT, _UNIT)
-            return y
-        m = _empty_like(plan.template)
-        to_rewrite = core.scaled_mask(code, m.data_ptr(), plan.k, seed, stream, 0, plan.t, plan.scale, 0)
+        code = plan.native
+        x_ptr = x.data_ptr() if full else 0  # the core reads a full-shape x to sign its zeros
+        to_rewrite = core.scaled_mask(code, m.data_ptr(), plan.k, seed, stream, 0, plan.t, plan.scale, x_ptr)
         y = _mul(x, m)
         if to_rewrite:
-            if x.is_contiguous() and y.is_contiguous():
+            if full:
+                loop, ys, ms = (plan.k,), _UNIT, _UNIT
+            elif x.is_contiguous() and y.is_contiguous():
                 loop, _, ys, ms = plan.layout
             else:
                 _, loop, _, ys, ms = _eager._shaped_layout(x, y, plan.shape)
             core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
+        if not spare:
+            spare.append(m)
         return y
     if _forward_ad._current_level >= 0:
         return _eager.bernoulli(x, seed, stream, plan.shape, plan.full, plan.t, plan.scale, inplace)
