@@ -23,6 +23,7 @@ setup(
                 "csrc/isa_avx512.c",
                 "csrc/masks.c",
                 "csrc/apply_mask.c",
+                "csrc/factors.c",
                 "csrc/normal.c",
                 "csrc/threads.c",
             ],

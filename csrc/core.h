@@ -22,7 +22,8 @@
  * stores and dtype conversions), isa_scalar.c / isa_avx2.c / isa_avx512.c (the
  * primitive tables), dispatch.c (ISA choice), threads.c (the thread pool),
  * masks.c (mask and dropout drivers), apply_mask.c (strided broadcast apply),
- * normal.c (normal variates, alone or added to an array), vmath.h (their float64
+ * factors.c (the scaled factors of the native multiply and the rewrite of its
+ * dropped products), normal.c (normal variates, alone or added to an array), vmath.h (their float64
  * log and cos).
  *
  * Data pointers may have any alignment (NumPy and torch views can start at any

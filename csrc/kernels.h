@@ -70,10 +70,17 @@ void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *ma
                    const int64_t *x_strides, const int64_t *y_strides, const int64_t *m_strides, double scale,
                    int nthreads);
 
+/* The keep flags of elements j0 .. j0 + n - 1 as factors of dtype NS_F32 or NS_F64: scale where kept,
+ * +0 where dropped. Given x (n contiguous elements of dtype), a dropped factor is the zero of x's
+ * sign there, so that x times it is +0 wherever x is finite. Returns how many elements are dropped,
+ * or given x how many of them have an inf or NaN x (whose products need rewriting). Single-threaded. */
+long long ns_scaled_mask(int isa, int dtype, void *out, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
+                         uint32_t t, double scale, const void *x);
+
 /* y[idx] = +0 wherever the factor m[idx] is 0 (y and m of dtype NS_F32 or NS_F64, m broadcast by
  * its strides); other elements are left as they are.  Single-threaded. */
-void ns_zero_dropped(int dtype, void *y, const void *m, int ndim, const int64_t *shape, const int64_t *y_strides,
-                     const int64_t *m_strides);
+void ns_zero_dropped(int isa, int dtype, void *y, const void *m, int ndim, const int64_t *shape,
+                     const int64_t *y_strides, const int64_t *m_strides);
 
 /* Standard normal variates j0 .. j0 + n - 1 (Box-Muller); out_dtype NS_F32 or NS_F64. */
 void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,

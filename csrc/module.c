@@ -217,25 +217,6 @@ static PyObject *py_pack_mask(PyObject *self, PyObject *args) {
     return mask_common(args, 1);
 }
 
-/* The factor of a dropped element whose product with x is +0 where x is finite: a zero with x's sign
- * (x * +0 is +0 for x >= +0, x * -0 is +0 for x <= -0). Sets *bad where x is inf or NaN, whose
- * product with any zero is NaN. */
-static void dropped_factor(int dtype, const char *x, size_t i, char *out, long long *bad) {
-    if (dtype == NS_F32) {
-        uint32_t u;
-        memcpy(&u, x + 4 * i, 4);
-        *bad += (u & 0x7f800000u) == 0x7f800000u;
-        u &= 0x80000000u;
-        memcpy(out + 4 * i, &u, 4);
-        return;
-    }
-    uint64_t u;
-    memcpy(&u, x + 8 * i, 8);
-    *bad += (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    u &= 0x8000000000000000ull;
-    memcpy(out + 8 * i, &u, 8);
-}
-
 /* scaled_mask: the keep flags of n elements as float32 (dtype 0) or float64 (1) factors, scale
  * where kept and +0 where dropped (the factor of a multiply whose gradient is the noise itself).
  * Returns how many elements are dropped. Given x_ptr (n contiguous elements of the same dtype), a
@@ -254,30 +235,9 @@ static PyObject *py_scaled_mask(PyObject *self, PyObject *args) {
     if (check_n(n, what) || check_range(j0, n, what) || check_t(t, what)) return NULL;
     if (check_factor_dtype(dtype, what)) return NULL;
     if (check_ptr(out, n, "out_ptr", what)) return NULL;
-    int isa = active_isa;
-    char *o = (char *)(uintptr_t)out;
-    const char *xs = (const char *)(uintptr_t)x;
-    long long count = 0;
-    uint8_t keep[4096];
-    float sf = (float)scale;
-    for (long long i = 0; i < n; i += (long long)sizeof keep) {
-        size_t len = n - i < (long long)sizeof keep ? (size_t)(n - i) : sizeof keep;
-        ns_keep_mask(isa, keep, len, seed, stream, j0 + (unsigned long long)i, (uint32_t)t, 1);
-        for (size_t q = 0; q < len; q++) {
-            if (!keep[q] && xs) {
-                dropped_factor(dtype, xs, (size_t)i + q, o, &count);
-                continue;
-            }
-            count += !keep[q];
-            if (dtype == NS_F32) {
-                float v = keep[q] ? sf : 0.0f;
-                memcpy(o + 4 * ((size_t)i + q), &v, 4);
-            } else {
-                double v = keep[q] ? scale : 0.0;
-                memcpy(o + 8 * ((size_t)i + q), &v, 8);
-            }
-        }
-    }
+    /* small inputs: the GIL is kept (releasing it costs more than the call) */
+    long long count = ns_scaled_mask(active_isa, dtype, (void *)(uintptr_t)out, (size_t)n, seed, stream, j0,
+                                     (uint32_t)t, scale, (const void *)(uintptr_t)x);
     return PyLong_FromLongLong(count);
 }
 
@@ -419,7 +379,7 @@ static PyObject *py_zero_dropped(PyObject *self, PyObject *args) {
     if (check_ptr(y, total, "y_ptr", what) || check_ptr(m, total, "m_ptr", what)) return NULL;
     if (total == 0) Py_RETURN_NONE;
     Py_BEGIN_ALLOW_THREADS
-    ns_zero_dropped(dtype, (void *)(uintptr_t)y, (const void *)(uintptr_t)m, (int)nd, shape, strides[0], strides[1]);
+    ns_zero_dropped(active_isa, dtype, (void *)(uintptr_t)y, (const void *)(uintptr_t)m, (int)nd, shape, strides[0], strides[1]);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }

@@ -272,16 +272,19 @@ def test_scaled_mask(isa, n, dtype):
         ((4, 3, 5), (1, 3, 1), False),
         ((6, 8), (6, 8), True),
         ((5,), (5,), False),
+        ((4, 3, 21), (4, 1, 21), False),  # a factor per element: whole vectors and a tail in each row
+        ((2, 5, 67), (2, 5, 67), False),
     ],
 )
-def test_zero_dropped(dtype, shape, mshape, transpose):
-    # y = +0 where the broadcast factor is 0 (turning -0 and NaN into +0), every other element untouched
+def test_zero_dropped(isa, dtype, shape, mshape, transpose):
+    # y = +0 where the broadcast factor is 0 or -0 (turning -0 and NaN into +0), every other element untouched
     rng = np.random.default_rng(3)
     np_dtype = np.dtype(dtype)
     y = rng.standard_normal(shape).astype(np_dtype)
     y.flat[::4] = -0.0
     y.flat[1::5] = np.nan
     m = np.where(rng.random(mshape) < 0.4, 0, 1.25).astype(np_dtype)
+    m.flat[::3] *= -1  # a full-shape mask's dropped factors carry x's sign
     if transpose:  # a y laid out transposed, factors contiguous
         y = np.asfortranarray(y)
     before = y.copy()

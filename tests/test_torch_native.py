@@ -188,6 +188,10 @@ def test_other_calls_keep_the_recomputing_function(monkeypatch, case):
         ((4096, 16), (None, 1), True),  # NATIVE_MAX_BROADCAST elements
         ((4097, 16), (None, 1), False),  # past it: nothing kept, backward redraws
         ((2, 8192), (1, None), False),  # a reduced mask larger than NATIVE_MAX
+        ((16, 35, 128), (None, 1, None), True),  # a mask varying along the last axis: NATIVE_MAX_VARYING
+        ((32, 64, 128), (None, 1, None), True),  # NATIVE_MAX_VARYING elements, a mask of NATIVE_MAX
+        ((32, 65, 128), (None, 1, None), False),
+        ((16, 35, 128), (None, None, 1), False),  # a mask shared along the last axis: NATIVE_MAX_BROADCAST
     ],
 )
 def test_broadcast_masks_of_mid_size_inputs(shape, noise_shape, native):
