@@ -49,7 +49,7 @@ def test_non_contiguous_full_shape_keeps_no_mask():
 
 def test_broadcast_masks_are_redrawn_not_kept():
     x = torch.randn(16, 160, 128, requires_grad=True)
-    assert x.numel() > _eager.NATIVE_MAX_VARYING  # past the inputs whose multiply keeps the reduced mask
+    assert x.numel() > _eager.NATIVE_MAX_BROADCAST  # past the inputs whose multiply keeps the reduced mask
     ours, _ = saved_bytes(lambda x: nst.dropout(x, 0.1, noise_shape=(None, 1, None)), x)
     assert ours == 0  # nothing: backward redraws the reduced mask from the key
     ours, _ = saved_bytes(lambda x: nst.spatial_dropout1d(x, 0.1), x)

@@ -185,13 +185,14 @@ def test_other_calls_keep_the_recomputing_function(monkeypatch, case):
     ("shape", "noise_shape", "native"),
     [
         ((1024, 16), (None, 1), True),  # 16384 elements, a mask of 1024: kept at the mask's size
-        ((4096, 16), (None, 1), True),  # NATIVE_MAX_BROADCAST elements
-        ((4097, 16), (None, 1), False),  # past it: nothing kept, backward redraws
-        ((2, 8192), (1, None), False),  # a reduced mask larger than NATIVE_MAX
-        ((16, 35, 128), (None, 1, None), True),  # a mask varying along the last axis: NATIVE_MAX_VARYING
-        ((32, 64, 128), (None, 1, None), True),  # NATIVE_MAX_VARYING elements, a mask of NATIVE_MAX
+        ((64, 4096), (None, 1), True),  # NATIVE_MAX_BROADCAST elements
+        ((65, 4096), (None, 1), False),  # past it: nothing kept, backward redraws
+        ((4097, 16), (None, 1), False),  # a reduced mask larger than NATIVE_MAX
+        ((2, 8192), (1, None), False),
+        ((16, 35, 128), (None, 1, None), True),  # a mask varying along the last axis (locked dropout)
+        ((32, 64, 128), (None, 1, None), True),  # NATIVE_MAX_BROADCAST elements, a mask of NATIVE_MAX
         ((32, 65, 128), (None, 1, None), False),
-        ((16, 35, 128), (None, None, 1), False),  # a mask shared along the last axis: NATIVE_MAX_BROADCAST
+        ((16, 35, 128), (None, None, 1), True),
     ],
 )
 def test_broadcast_masks_of_mid_size_inputs(shape, noise_shape, native):

@@ -359,13 +359,11 @@ _apply_function = super(_SingleLevelFunction, NoiseMul).apply  # skips the Pytho
 #: node, its context, a Python backward) costs more than the whole draw; larger inputs keep nothing
 #: and backward redraws the mask. Set by measurement (``noiseshape bench --sweep``).
 NATIVE_MAX = 1 << 12
-#: A reduced mask of at most ``NATIVE_MAX`` elements takes the native multiply up to this input size.
-NATIVE_MAX_BROADCAST = 1 << 16
-#: ... and up to this one where it varies along the input's last axis (locked dropout's masks): there
-#: the pass that turns dropped products into +0 costs less than the ``autograd.Function`` path's
-#: Python calls a while longer (measured: 0.94x of a hand-written ``x * mask`` at (16, 35, 128),
-#: where the Function path took 1.12-1.2x).
-NATIVE_MAX_VARYING = 1 << 18
+#: A reduced mask of at most ``NATIVE_MAX`` elements takes the native multiply up to this input size:
+#: past it the second pass that turns dropped products into +0 and torch's multiplies cost more than
+#: the ``autograd.Function``'s Python calls (measured from 2^17 to 2^19 elements, one thread, masks
+#: shared along rows of 64 and 1,024 elements and masks varying along the last axis).
+NATIVE_MAX_BROADCAST = 1 << 18
 _UNIT = (1,)
 _NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}  # where ``x * (scale in x's dtype)`` is the contract's rounding
 
@@ -386,7 +384,7 @@ def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int,
     """
     n = x.numel()
     k = n if full else math.prod(shape)
-    if n > NATIVE_MAX and (full or k > NATIVE_MAX or n > _broadcast_limit(shape)):
+    if n > NATIVE_MAX and (full or n > NATIVE_MAX_BROADCAST or k > NATIVE_MAX):
         return None
     code = _NATIVE_DTYPES.get(x.dtype)
     draw = getattr(core, "scaled_mask", None)
@@ -405,11 +403,6 @@ def _native_mul(core, x: Tensor, seed: int, stream: int, shape, j0: int, t: int,
             _, loop, _, ys, ms = _shaped_layout(x, y, shape)
         core.zero_dropped(code, y.data_ptr(), m.data_ptr(), loop, ys, ms)
     return y
-
-
-def _broadcast_limit(shape) -> int:
-    """The largest input a reduced mask at ``shape`` takes the native multiply for (given it is small enough)."""
-    return NATIVE_MAX_VARYING if len(shape) and shape[-1] != 1 else NATIVE_MAX_BROADCAST
 
 
 _TEMPLATES: dict = {}

@@ -174,7 +174,7 @@ def _make(x_shape, dtype, p: float, noise, bdims, scale_by_keep: bool, op: str) 
     plan.k = k = n if full else math.prod(shape)
     strides = _contiguous_strides(x_shape)
     plan.layout = _ops._mask_layout(tuple(x_shape), strides, strides, shape)
-    plan.limit = k if not full and n <= _eager._broadcast_limit(shape) else n
+    plan.limit = k if not full and n <= _eager.NATIVE_MAX_BROADCAST else n
     plan.direct = bool(t and n and hasattr(core, "shaped_dropout"))
     plan.native = _eager._NATIVE_DTYPES.get(dtype) if plan.direct and hasattr(core, "scaled_mask") else None
     plan.template, plan.spare = None, []
