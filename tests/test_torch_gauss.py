@@ -90,6 +90,26 @@ def test_gaussian_noise_default_call_is_the_reference(isa, dtype, shape):
     same_bits(leaf.grad, g)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("seeded", [False, True])
+def test_plain_calls_take_one_core_call(monkeypatch, grad, seeded):
+    # a plain call (contiguous CPU input, nothing to place) takes its one function, never the checked path
+    from noiseshape.torch import functional as nf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plain call took the checked path")
+
+    x = specials(40, torch.float32).reshape(5, 8)
+    seed = 9 if seeded else default_seed(4)
+    torch.manual_seed(4)
+    monkeypatch.setattr(nf, "_prepare", refuse)
+    leaf = x.clone().requires_grad_(grad)
+    y = nst.gaussian_noise(leaf, 0.5, seed=9 if seeded else None)
+    monkeypatch.undo()
+    same_bits(y.detach(), expected(x, seed, 0, 0, 0.5))
+    assert (y.grad_fn is not None) == grad
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gaussian_noise_with_grad_non_contiguous_and_offset_is_the_reference(isa, dtype):
     base = specials(12 * 10, dtype).reshape(12, 10)

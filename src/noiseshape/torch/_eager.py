@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 from torch.autograd.function import _SingleLevelFunction
 
+from .. import _coords
 from .._errors import fail
 from . import _ops
 
@@ -32,6 +33,7 @@ __all__ = [
     "keep_mask",
     "noise_mul",
     "normal",
+    "plain_call",
 ]
 
 _CPU = torch.device("cpu")
@@ -53,6 +55,29 @@ def eager_ok(x) -> bool:
         and x.layout == _strided
         and not x.is_meta
         and not _dispatch_depth()
+    )
+
+
+_U64_MAX = (1 << 64) - 1
+_ZERO = 0
+
+
+def plain_call(x, seed, stream) -> bool:
+    """Whether a call on ``x`` takes a plain path (:mod:`._plans`, :func:`._gauss.plain_add`): ``x`` a plain
+    CPU tensor outside tracing, dispatch modes, ``torch.func`` and ``global_samples`` blocks, ``seed``
+    None or a 64-bit int, ``stream`` a 64-bit int. The checks of such a call in one frame: it often
+    runs right after a backward pass, with cold caches, where each Python call costs about a microsecond.
+    """
+    return not (
+        _dynamo_compiling()
+        or not (type(x) is Tensor or type(x) is _Parameter)
+        or not (seed is None or (type(seed) is int and 0 <= seed <= _U64_MAX))
+        or not (stream is _ZERO or (type(stream) is int and 0 <= stream <= _U64_MAX))
+        or _dispatch_depth()
+        or _functorch_active()
+        or _coords._SAMPLES
+        or not x.is_cpu
+        or x.layout is not _strided
     )
 
 

@@ -16,14 +16,42 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from .. import _threads as _thread_settings
 from . import _eager, _ops
 
-__all__ = ["add", "combine"]
+__all__ = ["add", "combine", "plain_add"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _f32, _f64 = torch.float32, torch.float64
 _functorch_active = torch._C._are_functorch_transforms_active
 _grad_enabled = torch.is_grad_enabled
+
+
+def plain_add(x, seed, stream, stddev: float) -> Tensor | None:
+    """:func:`add` with noise of ``x``'s own shape, for a plain eager call on a contiguous CPU tensor, in one function;
+    None where the call is not one (nothing drawn then, and the caller takes its checked path).
+
+    The caller has checked that there is no generator, coords, batch offset or noise shape, and that
+    ``stddev`` is a positive finite float. As with dropout's plans (:mod:`._plans`), the checks are
+    made once each, in one frame: such a call often runs right after a backward pass, with cold caches.
+    """
+    if not _eager.plain_call(x, seed, stream):
+        return None
+    code = _ops.DTYPE_CODES.get(x.dtype)
+    core = _ops._core_module
+    if code is None or not core or _ops.FORCE_TORCH or not x.is_contiguous():
+        return None
+    if seed is None:
+        seed = _eager._cpu_seed()
+    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
+        y = src = x.clone()  # as in add: torch's clone node carries autograd, the noise goes in in place
+    else:
+        y, src = torch.empty_like(x), x
+    n = y.numel()
+    if n:
+        threads = 1 if n < _ops._SMALL and _thread_settings._env_read else _ops._threads(n)
+        core.gaussian_add(code, src.data_ptr(), y.data_ptr(), n, seed, stream, 0, stddev, threads)
+    return y
 
 
 def combine(x: Tensor, noise: Tensor) -> Tensor:

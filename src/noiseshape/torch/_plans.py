@@ -25,27 +25,20 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
-from .. import _coords
 from .. import _threads as _thread_settings
 from . import _eager, _ops
 from ._engines import _ENTRY_TYPES, _resolve_eager
 
 __all__ = ["Rule", "drop", "drop_path_rule", "locked_rule", "spatial_rule"]
 
-_Parameter = torch.nn.Parameter
-_strided = torch.strided
-_dispatch_depth = torch._C._len_torch_dispatch_stack
-_functorch_active = torch._C._are_functorch_transforms_active
-_dynamo_compiling = torch.compiler.is_dynamo_compiling
 _grad_enabled = torch.is_grad_enabled
 _empty_like = torch.empty_like
 _mul = torch.mul
 _cpu_seed = _eager._cpu_seed
+_plain_call = _eager.plain_call
 _UNIT = (1,)
 _refs = sys.getrefcount
 _storage_uses = torch._C._storage_Use_Count
-_U64 = (1 << 64) - 1
-_ZERO = 0
 
 
 class Rule:
@@ -199,13 +192,7 @@ def drop(
     layer's ``() -> (seed, stream)`` (``seed`` and ``stream`` are then ignored), called once the call
     is known to be plain and its noise shape fits. Values are those of :func:`._eager.bernoulli`, bit for bit.
     """
-    if (
-        _dynamo_compiling()
-        or not (type(x) is Tensor or type(x) is _Parameter)
-        or type(p) is not float
-        or not (seed is None or (type(seed) is int and 0 <= seed <= _U64))
-        or not (stream is _ZERO or (type(stream) is int and 0 <= stream <= _U64))
-    ):
+    if type(p) is not float or not _plain_call(x, seed, stream):
         return None
     try:
         plan = _PLANS[(x.shape, x.dtype, p, noise, bdims, scale_by_keep)]
@@ -220,11 +207,6 @@ def drop(
         plan is None
         or (plan.noise is not noise and not _plain(noise))  # equal keys: (None, True) == (None, 1)
         or (plan.bdims is not bdims and not _plain(bdims))
-        or _dispatch_depth()
-        or _functorch_active()
-        or _coords._SAMPLES
-        or not x.is_cpu
-        or x.layout is not _strided
     ):
         return None
     if key is not None:

@@ -676,10 +676,12 @@ def gaussian_noise(
         and 0.0 < stddev < math.inf
         and noise_shape is None is broadcast_dims
         and batch_offset is _ZERO  # any other value takes the checked path
-        and not _coords._SAMPLES
-        and _plain_call(x, seed, stream, batch_offset, generator, coords)
-    ):  # a plain eager call, nothing to resolve or place: no check left to make
-        return _gauss.add(x, seed, stream, x.shape, 0, stddev, True)
+        and generator is None
+        and coords is None
+    ):  # nothing to resolve or place: a plain call has no check left to make
+        y = _gauss.plain_add(x, seed, stream, stddev)
+        if y is not None:
+            return y
     op = "noiseshape.torch.gaussian_noise"
     d = _prepare(
         op,
