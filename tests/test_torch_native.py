@@ -337,3 +337,19 @@ def test_a_mask_tensor_is_reused_only_once_nothing_refers_to_it(noise_shape):
     y.backward(g, retain_graph=True)  # the graph outlives its first backward
     call(9).backward(g)
     assert torch.equal(_grad_of(y, g), expected(8))
+
+
+def test_a_layer_whose_format_was_changed_to_an_unknown_one_is_refused():
+    # the layer's rule of an unknown format plans nothing: the checked path reports it (no full-shape mask)
+    from noiseshape import NoiseShapeError
+
+    layer = nst.SpatialDropout2d(0.5)
+    x = torch.ones(2, 3, 4, 4)
+    layer(x)  # the plan of the known format
+    layer.data_format = "channels_middle"
+    with pytest.raises((NoiseShapeError, ValueError), match="channels_middle"):
+        layer(x)
+    locked = nst.LockedDropout(0.5)
+    locked.batch_first = "yes"  # not a bool: the checked path's reading (truthy), not a plan
+    y = locked(torch.ones(2, 5, 3))
+    assert bool((y == y[:, :1]).all())

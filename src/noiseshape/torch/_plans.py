@@ -65,15 +65,16 @@ _LOCKED = {
     False: Rule("locked, time first", lambda s: (1, None) + (None,) * (len(s) - 2) if len(s) >= 2 else None),
 }
 _DROP_PATH = Rule("drop path", lambda s: (None,) + (1,) * (len(s) - 1) if len(s) else None)
+_NONE = Rule("none", lambda s: None)  # no plan: the checked path reports the argument
 
 
-def spatial_rule(dims: int, data_format) -> Rule | None:
-    """The rule of ``dims``-d spatial dropout in ``data_format`` (None for an unknown format)."""
-    return _SPATIAL.get((dims, data_format))
+def spatial_rule(dims: int, data_format) -> Rule:
+    """The rule of ``dims``-d spatial dropout in ``data_format`` (one that plans nothing for an unknown format)."""
+    return _SPATIAL.get((dims, data_format), _NONE) if type(data_format) is str else _NONE
 
 
-def locked_rule(batch_first: bool) -> Rule:
-    return _LOCKED[batch_first]
+def locked_rule(batch_first) -> Rule:
+    return _LOCKED[batch_first] if type(batch_first) is bool else _NONE
 
 
 def drop_path_rule() -> Rule:

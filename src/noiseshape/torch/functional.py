@@ -358,7 +358,6 @@ def _spatial(dims):
     name = f"spatial_dropout{dims}d"
     layout = {1: "L", 2: "H, W", 3: "D, H, W"}[dims]
     op = f"noiseshape.torch.{name}"
-    rules = {f: _plans.spatial_rule(dims, f) for f in ("channels_first", "channels_last")}
 
     def fn(
         x: Tensor,
@@ -374,8 +373,7 @@ def _spatial(dims):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         if training is True and generator is None and coords is None and batch_offset is _ZERO:
-            rule = rules.get(data_format) if type(data_format) is str else None
-            y = None if rule is None else _plans.drop(x, p, rule, None, seed, stream, inplace, True, op)
+            y = _plans.drop(x, p, _plans.spatial_rule(dims, data_format), None, seed, stream, inplace, True, op)
             if y is not None:  # a plain call, by its plan
                 return y
         if not training:
@@ -446,8 +444,7 @@ def locked_dropout(
     True
     """
     op = "noiseshape.torch.locked_dropout"
-    plain = training is True and generator is None and coords is None and batch_offset is _ZERO
-    if plain and type(batch_first) is bool:
+    if training is True and generator is None and coords is None and batch_offset is _ZERO:
         y = _plans.drop(x, p, _plans.locked_rule(batch_first), None, seed, stream, inplace, True, op)
         if y is not None:  # a plain call, by its plan
             return y
