@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
-from .. import _threads as _thread_settings
 from . import _eager, _ops
 
 __all__ = ["add", "combine", "plain_add"]
@@ -37,21 +36,12 @@ def plain_add(x, seed, stream, stddev: float) -> Tensor | None:
     """
     if not _eager.plain_call(x, seed, stream):
         return None
-    code = _ops.DTYPE_CODES.get(x.dtype)
     core = _ops._core_module
-    if code is None or not core or _ops.FORCE_TORCH or not x.is_contiguous():
+    if x.dtype not in _ops.DTYPE_CODES or not core or _ops.FORCE_TORCH or not x.is_contiguous():
         return None
     if seed is None:
         seed = _eager._cpu_seed()
-    if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        y = src = x.clone()  # as in add: torch's clone node carries autograd, the noise goes in in place
-    else:
-        y, src = torch.empty_like(x), x
-    n = y.numel()
-    if n:
-        threads = 1 if n < _ops._SMALL and _thread_settings._env_read else _ops._threads(n)
-        core.gaussian_add(code, src.data_ptr(), y.data_ptr(), n, seed, stream, 0, stddev, threads)
-    return y
+    return _one_pass(core, x, seed, stream, 0, stddev)
 
 
 def combine(x: Tensor, noise: Tensor) -> Tensor:
@@ -80,14 +70,17 @@ def add(x: Tensor, seed, stream: int, shape, j0: int, stddev: float, full: bool)
     seed = _eager._cpu_seed() if seed is None else seed
     if not (full and x.is_contiguous()):
         return _noise_add(core, x, seed, stream, shape, j0, stddev)
+    return _one_pass(core, x, seed, stream, j0, stddev)
+
+
+def _one_pass(core, x: Tensor, seed: int, stream: int, j0: int, stddev: float) -> Tensor:
+    """``x + stddev * z`` for a contiguous CPU ``x`` with noise of its own shape, in one C pass: into a new
+    tensor, or where autograd is needed into ``x.clone()``, in place (torch's clone node carries the
+    gradient, the identity in every mode, keeping nothing; no node sees the in-place add)."""
     if (x.requires_grad and _grad_enabled()) or _forward_ad._current_level >= 0:
-        # torch's clone carries autograd (the identity, in every mode; it keeps nothing), and the
-        # noise is added into the copy in place, where no node can see it
-        y = x.clone()
-        src = y
+        y = src = x.clone()
     else:
-        y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
-        src = x
+        y, src = torch.empty_like(x), x  # contiguous, like x: the noise is added in the same pass
     n = y.numel()
     if n:
         code = _ops.DTYPE_CODES[x.dtype]

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
-from .. import _threads as _thread_settings
 from . import _eager, _ops
 from ._engines import _ENTRY_TYPES, _resolve_eager
 
@@ -131,14 +130,6 @@ def _free_refs() -> int:
 _FREE_REFS = _free_refs()
 
 
-def _contiguous_strides(shape) -> tuple:
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= max(d, 1)
-    return tuple(reversed(strides))
-
-
 def _make(x_shape, dtype, p: float, noise, bdims, scale_by_keep: bool, op: str) -> Plan | None:
     """The plan of a call; None where the call needs the checked path (which reports what is wrong)."""
     from .functional import _threshold_and_scale
@@ -166,7 +157,7 @@ def _make(x_shape, dtype, p: float, noise, bdims, scale_by_keep: bool, op: str) 
     plan.scale = scale if scale_by_keep else 1.0
     plan.n = n = x_shape.numel()
     plan.k = k = n if full else math.prod(shape)
-    strides = _contiguous_strides(x_shape)
+    strides = torch.empty(x_shape, device="meta").stride()  # a contiguous input's
     plan.layout = _ops._mask_layout(tuple(x_shape), strides, strides, shape)
     plan.limit = k if not full and n <= _eager.NATIVE_MAX_BROADCAST else n
     plan.direct = bool(t and n and hasattr(core, "shaped_dropout"))
@@ -250,7 +241,7 @@ def drop(
         return _eager.bernoulli(x, seed, stream, plan.shape, plan.full, plan.t, plan.scale, inplace)
     y = x if inplace else _empty_like(x)
     n = plan.n
-    threads = 1 if n < _ops._SMALL and _thread_settings._env_read else _ops._threads(n)
+    threads = _ops._threads(n)
     if x.is_contiguous():  # then so is y: empty_like keeps a dense input's strides
         if plan.full:
             core.dropout(plan.code, x.data_ptr(), y.data_ptr(), n, seed, stream, 0, plan.t, plan.scale, 0, threads)

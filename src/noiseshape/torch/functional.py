@@ -349,9 +349,7 @@ def spatial_noise_shape(op: str, x: Tensor, dims: int, data_format: str) -> tupl
             "add the batch axis with x.unsqueeze(0), or use the spatial dropout of your input's rank",
             shape=tuple(x.shape),
         )
-    if data_format == "channels_first":
-        return (None, None) + (1,) * dims
-    return (None,) + (1,) * dims + (None,)
+    return _plans.spatial_rule(dims, data_format).of(x.shape)
 
 
 def _spatial(dims):
@@ -413,8 +411,7 @@ def locked_noise_shape(op: str, x: Tensor, batch_first: bool) -> tuple:
             + ("(N, T, ...) with batch_first=True" if batch_first else "(T, N, ...) with batch_first=False"),
             shape=tuple(x.shape),
         )
-    rest = (None,) * (x.dim() - 2)
-    return (None, 1, *rest) if batch_first else (1, None, *rest)
+    return _plans.locked_rule(bool(batch_first)).of(x.shape)
 
 
 def locked_dropout(
@@ -461,7 +458,7 @@ def drop_path_noise_shape(op: str, x: Tensor) -> tuple:
     _check_tensor(op, x)
     if x.dim() < 1:
         raise fail(op, "x is a scalar; drop path needs a batch axis (N, ...)", shape=tuple(x.shape))
-    return (None,) + (1,) * (x.dim() - 1)
+    return _plans.drop_path_rule().of(x.shape)
 
 
 def drop_path(
