@@ -219,3 +219,52 @@ def test_compile_fullgraph_dynamic_export_and_fake_tensors_match_eager():
     with FakeTensorMode():
         fake = fn(torch.empty(4, 6, dtype=torch.bfloat16))
     assert fake.shape == (4, 6) and fake.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("extra", [-1, 0, 517])
+def test_gaussian_noise_with_grad_around_the_one_pass_size(isa, dtype, extra):
+    # from ONE_PASS_GRAD_MIN elements on, a call with autograd adds into a new tensor in one pass and
+    # gets a native identity node; below it, into a clone: the same values and gradient either way
+    from noiseshape.torch import _gauss
+
+    n = _gauss.ONE_PASS_GRAD_MIN + extra
+    x = specials(n, dtype).reshape(n, 1)
+    want = expected(x, 7, 1, 0, 0.5)
+    leaf = x.clone().requires_grad_()
+    y = nst.gaussian_noise(leaf, 0.5, seed=7, stream=1)
+    same_bits(y.detach(), want)
+    same_bits(leaf.detach(), x)  # the input is neither written nor versioned
+    assert leaf._version == 0 and y.data_ptr() != leaf.data_ptr()
+    assert not y._is_view() and y.is_contiguous() and y.requires_grad
+    hooked = []
+    y.register_hook(lambda g: hooked.append(g.clone()))
+    y.retain_grad()
+    g = torch.randn(y.shape, dtype=torch.float64).to(dtype)
+    (gx,) = torch.autograd.grad(y, leaf, g, create_graph=True)
+    same_bits(gx.detach(), g)
+    same_bits(hooked[0], g)
+    y2 = nst.gaussian_noise(leaf, 0.5, seed=7, stream=1)
+    (y2 * y2).sum().backward()  # d/dx (x + s z)^2 = 2 (x + s z)
+    same_bits(leaf.grad, (2 * y2.detach()).to(dtype))
+
+
+def test_gaussian_noise_one_pass_size_with_forward_mode_and_no_grad():
+    from torch.autograd import forward_ad as fwad
+
+    from noiseshape.torch import _gauss
+
+    n = _gauss.ONE_PASS_GRAD_MIN * 2
+    x = specials(n, torch.float32)
+    want = expected(x, 3, 0, 0, 2.0)
+    tangent = torch.randn(n)
+    with fwad.dual_level():
+        y = nst.gaussian_noise(fwad.make_dual(x, tangent), 2.0, seed=3)
+        primal, t = fwad.unpack_dual(y)
+    same_bits(primal, want)
+    same_bits(t, tangent)  # the tangent passes through
+    leaf = x.clone().requires_grad_()
+    with torch.no_grad():
+        y = nst.gaussian_noise(leaf, 2.0, seed=3)
+    assert y.grad_fn is None and not y.requires_grad
+    same_bits(y, want)
