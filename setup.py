@@ -25,6 +25,7 @@ setup(
                 "csrc/apply_mask.c",
                 "csrc/factors.c",
                 "csrc/normal.c",
+                "csrc/pages.c",
                 "csrc/threads.c",
             ],
             depends=["csrc/kernels.h", "csrc/core.h", "csrc/philox.h", "csrc/convert.h", "csrc/vmath.h"],

@@ -215,6 +215,7 @@ void ns_apply_mask(int isa, int dtype, const void *x, void *y, const uint8_t *ma
                    int nthreads) {
     mask_apply_ctx c;
     memset(&c, 0, sizeof c);
+    if (y != x) ns_advise_strided(y, ns_dtype_size(dtype), ndim, shape, y_strides);
     c.ops = ns_get_ops(isa);
     c.dtype = dtype;
     c.size = ns_dtype_size(dtype);

@@ -24,7 +24,7 @@
  * masks.c (mask and dropout drivers), apply_mask.c (strided broadcast apply),
  * factors.c (the scaled factors of the native multiply and the rewrite of its
  * dropped products), normal.c (normal variates, alone or added to an array), vmath.h (their float64
- * log and cos).
+ * log and cos), pages.c (large outputs on huge pages).
  *
  * Data pointers may have any alignment (NumPy and torch views can start at any
  * byte): every element is read and written with memcpy or unaligned vector
@@ -117,5 +117,14 @@ void ns_u2b_scalar(uint8_t *bits, const uint8_t *mask, size_t n);
  * when n < min_par (threads.c). */
 typedef void (*ns_range_fn)(void *ctx, int64_t begin, int64_t end);
 void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_t min_par, int nthreads);
+
+/* Outputs of at least this many bytes are advised onto transparent huge pages (pages.c). */
+#define NS_HUGE_MIN ((size_t)4 << 20)
+/* MADV_HUGEPAGE on the 2 MiB-aligned interior of [p, p + nbytes) where nbytes >= NS_HUGE_MIN and
+ * ns_huge_pages is set (Linux); call it on a new output before the first write. */
+void ns_advise_output(void *p, size_t nbytes);
+/* The same for an output of ndim axes laid out by strides (in elements of size bytes), where it
+ * covers its memory densely (any order of axes); a strided output with gaps gets no advice. */
+void ns_advise_strided(void *y, size_t size, int ndim, const int64_t *shape, const int64_t *strides);
 
 #endif /* NOISESHAPE_CORE_H */

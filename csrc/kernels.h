@@ -40,6 +40,10 @@ int ns_best_isa(void);
 /* CPUs this process may run on (affinity mask when available), at least 1. */
 int ns_default_threads(void);
 
+/* Whether outputs of 4 MiB or more are advised onto transparent huge pages before the first write
+ * (1, the default; pages.c). Values never depend on it. */
+extern int ns_huge_pages;
+
 /* Size in bytes of one element of a dtype code (0 for an invalid code). */
 size_t ns_dtype_size(int dtype);
 

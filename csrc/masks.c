@@ -112,6 +112,7 @@ void ns_dropout(int isa, int dtype, const void *x, void *y, size_t n, uint64_t s
     c.j0 = j0;
     c.t = t;
     c.scale = scale;
+    if (y != x) ns_advise_output(y, n * c.size);
     ns_parallel_for(dropout_range, &c, (int64_t)n, 64, NS_PAR_MIN, nthreads);
 }
 
@@ -132,5 +133,6 @@ void ns_apply_bits(int isa, int dtype, const void *x, void *y, const uint8_t *bi
     c.y = y;
     c.in_bits = bits;
     c.scale = scale;
+    if (y != x) ns_advise_output(y, n * c.size);
     ns_parallel_for(apply_bits_range, &c, (int64_t)n, 64, NS_PAR_MIN, nthreads);
 }

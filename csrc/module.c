@@ -167,6 +167,19 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_madvise_hugepage(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *flag = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:madvise_hugepage", &flag)) return NULL;
+    int was = ns_huge_pages;
+    if (flag != Py_None) {
+        int on = PyObject_IsTrue(flag);
+        if (on < 0) return NULL;
+        ns_huge_pages = on;
+    }
+    return PyBool_FromLong(was);
+}
+
 static PyObject *py_default_threads(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -571,6 +584,9 @@ static PyMethodDef core_methods[] = {
      "available_isas() -> tuple[str, ...]: paths this CPU and build can run."},
     {"set_isa", py_set_isa, METH_VARARGS,
      "set_isa(name): force a path ('scalar', 'avx2', 'avx512' or 'auto' for the best available)."},
+    {"madvise_hugepage", py_madvise_hugepage, METH_VARARGS,
+     "madvise_hugepage(enabled=None) -> bool: whether outputs of 4 MiB or more are advised onto transparent huge "
+     "pages (Linux) before the first write; sets it when enabled is given, returns the previous setting."},
     {"default_threads", py_default_threads, METH_NOARGS,
      "default_threads() -> int: CPUs in this process's affinity mask."},
     {"lanes", py_lanes, METH_VARARGS,
@@ -650,9 +666,29 @@ static int isa_from_env(void) {
     return rc;
 }
 
+/* NOISESHAPE_MADVISE_HUGEPAGE=0 keeps large outputs on the allocator's pages, 1 (or unset) advises
+ * them onto huge pages; any other value warns and keeps the default (-1 if the warning is an error). */
+static int huge_pages_from_env(void) {
+    const char *env = getenv("NOISESHAPE_MADVISE_HUGEPAGE");
+    ns_huge_pages = 1;
+    if (!env || !*env || strcmp(env, "1") == 0) return 0;
+    if (strcmp(env, "0") == 0) {
+        ns_huge_pages = 0;
+        return 0;
+    }
+    PyObject *value = PyUnicode_DecodeFSDefault(env);
+    int rc = value ? PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                                      "NOISESHAPE_MADVISE_HUGEPAGE is %R; set it to 0 (large outputs stay on the "
+                                      "allocator's pages) or 1 (advised onto huge pages), or unset it; using 1",
+                                      value)
+                   : -1;
+    Py_XDECREF(value);
+    return rc;
+}
+
 PyMODINIT_FUNC PyInit__core(void) {
     active_isa = ns_best_isa();
     PyObject *m = PyModule_Create(&core_module);
-    if (m && isa_from_env() < 0) Py_CLEAR(m);
+    if (m && (isa_from_env() < 0 || huge_pages_from_env() < 0)) Py_CLEAR(m);
     return m;
 }

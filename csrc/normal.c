@@ -182,11 +182,13 @@ static void run_normal(int isa, const normal_sink *sink, size_t n, uint64_t seed
 void ns_normal(int isa, void *out, int out_dtype, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
                int nthreads) {
     normal_sink sink = {out_dtype, 0, NULL, out, 1.0f, 1.0};
+    ns_advise_output(out, n * ns_dtype_size(out_dtype));
     run_normal(isa, &sink, n, seed, stream, j0, nthreads);
 }
 
 void ns_gaussian_add(int isa, int dtype, const void *x, void *y, size_t n, uint64_t seed, uint64_t stream, uint64_t j0,
                      double stddev, int nthreads) {
     normal_sink sink = {dtype, 1, x, y, (float)stddev, stddev};
+    if (y != x) ns_advise_output(y, n * ns_dtype_size(dtype));
     run_normal(isa, &sink, n, seed, stream, j0, nthreads);
 }
