@@ -53,7 +53,32 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
         _bench_torch.sweep(exponents=[4], repeats=1, case="nope")
     models = _bench_torch.models(repeats=1)
     assert len(models) == 5 and all(m["torch_ms"] > 0 and m["noiseshape_ms"] > 0 for m in models)
+    assert all(m["paired_ratio_quartiles"][0] <= m["paired_ratio"] <= m["paired_ratio_quartiles"][1] for m in models)
     assert "| MLP" in _bench_torch.models_table(models)
+
+
+def test_interleaved_gives_each_rounds_burst_median():
+    import time
+
+    from noiseshape import _bench_torch
+
+    calls = {"slow": 0, "fast": 0}
+
+    def sleeper(name, seconds):
+        def fn():
+            calls[name] += 1
+            time.sleep(seconds)
+
+        return fn
+
+    rounds: dict = {}
+    t = _bench_torch._interleaved(
+        {"slow": sleeper("slow", 0.004), "fast": sleeper("fast", 0.001)}, repeats=6, burst=2, rounds=rounds
+    )
+    assert len(rounds["slow"]) == len(rounds["fast"]) == 3  # 6 timed calls in bursts of 2
+    assert calls["slow"] == calls["fast"] == 3 + 3 * 3  # 3 warm-ups, then a warm-up call and 2 timed per round
+    assert all(s > f for s, f in zip(rounds["slow"], rounds["fast"]))
+    assert all(r >= 0.004 for r in rounds["slow"]) and t["slow"] >= 0.004
 
 
 def test_case_needs_sweep(capsys):

@@ -14,11 +14,14 @@ from collections.abc import Callable
 __all__ = ["models", "models_table", "sweep", "sweep_table"]
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, burst: int = 5) -> dict[str, float]:
+def _interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, burst: int = 5, rounds: dict[str, list[float]] | None = None
+) -> dict[str, float]:
     """Median seconds per call of each function, the bursts of all functions taking turns.
 
     The order of the turns rotates from round to round, so every function runs after every other
     equally often (what ran just before, a forward or a backward, moves the next timing by up to 15%).
+    ``rounds``, where given, gets each function's median of each round's burst.
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     burst = min(burst, repeats)
@@ -33,6 +36,8 @@ def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, burst: int 
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
+            if rounds is not None:
+                rounds.setdefault(name, []).append(statistics.median(times[name][-burst:]))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -311,12 +316,17 @@ def models(repeats: int = 20, progress=None) -> list[dict]:
             return step
 
         steps = {"torch": stepper(base.train()), "noiseshape": stepper(ours.train())}
-        t = _interleaved(steps, repeats, burst=3)
+        rounds: dict[str, list[float]] = {}
+        t = _interleaved(steps, repeats, burst=3, rounds=rounds)
+        paired = sorted(a / b for a, b in zip(rounds["noiseshape"], rounds["torch"]))
         out.append(
             {
                 "model": name,
                 "torch_ms": t["torch"] * 1e3,
                 "noiseshape_ms": t["noiseshape"] * 1e3,
+                # each round's ratio (the two bursts ran back to back), so drift between rounds cancels
+                "paired_ratio": statistics.median(paired),
+                "paired_ratio_quartiles": (paired[len(paired) // 4], paired[(3 * len(paired)) // 4]),
                 "torch_saved_mib": _saved_bytes(steps["torch"]) / 2**20,
                 "noiseshape_saved_mib": _saved_bytes(steps["noiseshape"]) / 2**20,
             }
@@ -326,10 +336,12 @@ def models(repeats: int = 20, progress=None) -> list[dict]:
 
 def models_table(rows: list[dict]) -> str:
     return _markdown(
-        "| model | step ms: torch dropout | noiseshape | ratio | saved for backward MiB: torch | noiseshape |",
+        "| model | step ms: torch dropout | noiseshape | ratio | paired ratio (quartiles) "
+        "| saved for backward MiB: torch | noiseshape |",
         [
             f"| {r['model']} | {r['torch_ms']:.2f} | {r['noiseshape_ms']:.2f} "
             f"| {r['noiseshape_ms'] / r['torch_ms']:.2f} "
+            f"| {r['paired_ratio']:.2f} ({r['paired_ratio_quartiles'][0]:.2f}-{r['paired_ratio_quartiles'][1]:.2f}) "
             f"| {r['torch_saved_mib']:.2f} | {r['noiseshape_saved_mib']:.2f} |"
             for r in rows
         ],
