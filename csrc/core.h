@@ -119,7 +119,7 @@ typedef void (*ns_range_fn)(void *ctx, int64_t begin, int64_t end);
 void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_t min_par, int nthreads);
 
 /* Outputs of at least this many bytes are advised onto transparent huge pages (pages.c). */
-#define NS_HUGE_MIN ((size_t)4 << 20)
+#define NS_HUGE_MIN ((size_t)32 << 20)
 /* MADV_HUGEPAGE on the 2 MiB-aligned interior of [p, p + nbytes) where nbytes >= NS_HUGE_MIN and
  * ns_huge_pages is set (Linux); call it on a new output before the first write. */
 void ns_advise_output(void *p, size_t nbytes);

@@ -40,7 +40,7 @@ int ns_best_isa(void);
 /* CPUs this process may run on (affinity mask when available), at least 1. */
 int ns_default_threads(void);
 
-/* Whether outputs of 4 MiB or more are advised onto transparent huge pages before the first write
+/* Whether outputs of 32 MiB or more are advised onto transparent huge pages before the first write
  * (1, the default; pages.c). Values never depend on it. */
 extern int ns_huge_pages;
 

@@ -585,7 +585,7 @@ static PyMethodDef core_methods[] = {
     {"set_isa", py_set_isa, METH_VARARGS,
      "set_isa(name): force a path ('scalar', 'avx2', 'avx512' or 'auto' for the best available)."},
     {"madvise_hugepage", py_madvise_hugepage, METH_VARARGS,
-     "madvise_hugepage(enabled=None) -> bool: whether outputs of 4 MiB or more are advised onto transparent huge "
+     "madvise_hugepage(enabled=None) -> bool: whether outputs of 32 MiB or more are advised onto transparent huge "
      "pages (Linux) before the first write; sets it when enabled is given, returns the previous setting."},
     {"default_threads", py_default_threads, METH_NOARGS,
      "default_threads() -> int: CPUs in this process's affinity mask."},
