@@ -51,8 +51,9 @@ def test_sweep_and_models_report_every_case(tmp_path, monkeypatch):
     assert [r["case"] for r in only] == ["gaussian_noise"]
     with pytest.raises(ValueError, match="case is 'nope'; choose one of"):
         _bench_torch.sweep(exponents=[4], repeats=1, case="nope")
-    models = _bench_torch.models(repeats=1)
+    models = _bench_torch.models(repeats=1, seconds=0)
     assert len(models) == 5 and all(m["torch_ms"] > 0 and m["noiseshape_ms"] > 0 for m in models)
+    assert [m["steps"] for m in models] == [1] * 5
     assert all(m["paired_ratio_quartiles"][0] <= m["paired_ratio"] <= m["paired_ratio_quartiles"][1] for m in models)
     assert "| MLP" in _bench_torch.models_table(models)
 

@@ -284,8 +284,13 @@ def _saved_bytes(step) -> int:
     return total[0]
 
 
-def models(repeats: int = 20, progress=None) -> list[dict]:
-    """Training-step time (forward, backward, SGD) and bytes autograd keeps, torch's dropout vs noiseshape."""
+def models(repeats: int = 20, progress=None, seconds: float = 3.0) -> list[dict]:
+    """Training-step time (forward, backward, SGD) and bytes autograd keeps, torch's dropout vs noiseshape.
+
+    Each side takes ``repeats`` timed steps, or as many as fill about ``seconds`` where that is more
+    (a step of the MLP takes 4-6 ms: 25 of them are a tenth of a second, which one slow spell of a
+    shared machine decides).
+    """
     import copy
 
     import torch
@@ -318,14 +323,18 @@ def models(repeats: int = 20, progress=None) -> list[dict]:
             return step
 
         steps = {"torch": stepper(theirs.train()), "noiseshape": stepper(ours.train())}
+        start = time.perf_counter()
+        steps["torch"]()
+        reps = max(repeats, min(int(seconds / (time.perf_counter() - start)), 50 * repeats))
         rounds: dict[str, list[float]] = {}
-        t = _interleaved(steps, repeats, burst=3, rounds=rounds)
+        t = _interleaved(steps, reps, burst=3, rounds=rounds)
         paired = sorted(a / b for a, b in zip(rounds["noiseshape"], rounds["torch"]))
         out.append(
             {
                 "model": name,
                 "torch_ms": t["torch"] * 1e3,
                 "noiseshape_ms": t["noiseshape"] * 1e3,
+                "steps": reps,
                 # each round's ratio (the two bursts ran back to back), so drift between rounds cancels
                 "paired_ratio": statistics.median(paired),
                 "paired_ratio_quartiles": (paired[len(paired) // 4], paired[(3 * len(paired)) // 4]),
