@@ -9,7 +9,7 @@ if sys.platform == "win32":
     link_args: list[str] = []
 else:
     compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-pthread"]
-    link_args = ["-pthread"]
+    link_args = ["-pthread"] + (["-ldl"] if sys.platform.startswith("linux") else [])  # dlopen (threads.c)
 
 setup(
     ext_modules=[

@@ -44,6 +44,12 @@ int ns_default_threads(void);
  * (1, the default; pages.c). Values never depend on it. */
 extern int ns_huge_pages;
 
+/* Whether parallel loops run on the threads of the GNU OpenMP runtime (libgomp.so.1) where the process
+ * has loaded one, as torch does (1, the default on Linux; threads.c), instead of on helpers of our own. */
+extern int ns_share_openmp;
+/* 1 where a parallel loop would run on that runtime's threads now (sharing on, the runtime loaded). */
+int ns_openmp_shared(void);
+
 /* Size in bytes of one element of a dtype code (0 for an invalid code). */
 size_t ns_dtype_size(int dtype);
 

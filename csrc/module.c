@@ -180,6 +180,18 @@ static PyObject *py_madvise_hugepage(PyObject *self, PyObject *args) {
     return PyBool_FromLong(was);
 }
 
+static PyObject *py_thread_pool(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *share = Py_None;
+    if (!PyArg_ParseTuple(args, "|O:thread_pool", &share)) return NULL;
+    if (share != Py_None) {
+        int on = PyObject_IsTrue(share);
+        if (on < 0) return NULL;
+        ns_share_openmp = on;
+    }
+    return PyUnicode_FromString(ns_openmp_shared() ? "openmp" : "own");
+}
+
 static PyObject *py_default_threads(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -587,6 +599,10 @@ static PyMethodDef core_methods[] = {
     {"madvise_hugepage", py_madvise_hugepage, METH_VARARGS,
      "madvise_hugepage(enabled=None) -> bool: whether outputs of 32 MiB or more are advised onto transparent huge "
      "pages (Linux) before the first write; sets it when enabled is given, returns the previous setting."},
+    {"thread_pool", py_thread_pool, METH_VARARGS,
+     "thread_pool(share_openmp=None) -> str: where parallel loops run now: 'openmp' (the threads of the GNU OpenMP "
+     "runtime the process has loaded, as torch does) or 'own' (helpers of the core); share_openmp=False keeps them "
+     "on the core's own helpers, True (the default) shares where it can."},
     {"default_threads", py_default_threads, METH_NOARGS,
      "default_threads() -> int: CPUs in this process's affinity mask."},
     {"lanes", py_lanes, METH_VARARGS,

@@ -1,6 +1,7 @@
 /*
- * Threads: the default thread count and the parallel loop, with a pool of
- * helpers that sleep between jobs.
+ * Threads: the default thread count and the parallel loop, run on the threads
+ * of the GNU OpenMP runtime where the process has loaded one (torch has), else
+ * on a pool of helpers of our own that sleep between jobs.
  */
 #define _GNU_SOURCE 1
 
@@ -15,6 +16,14 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <unistd.h>
+#endif
+#if defined(__linux__) && !defined(NS_NO_PTHREADS)
+#include <dlfcn.h>
+#define NS_SHARE_OPENMP 1
+#endif
+
+#ifndef NS_SHARE_OPENMP
+int ns_share_openmp = 0;
 #endif
 
 int ns_default_threads(void) {
@@ -161,6 +170,67 @@ static void pool_withdraw(void) {
 }
 #endif
 
+#ifdef NS_SHARE_OPENMP
+/* The OpenMP runtime that torch loads (libgomp.so.1, torch/lib's own copy in its
+ * wheels) keeps its threads spinning for a while after each parallel region.
+ * Helpers of our own, woken right after a torch op, then share cores with those
+ * spinners and lose their time slices: on two cores, with two threads each,
+ * spatial dropout's forward+backward over 2^20 elements ran 1.08-1.35x of
+ * torch's. So where the process has that runtime loaded, a parallel loop runs
+ * on its threads instead (GOMP_parallel, the entry point `#pragma omp parallel`
+ * compiles to, stable since GCC 4.9), looked up without loading anything. A
+ * forked child, whose runtime may not survive the fork, keeps to our pool. */
+typedef void (*ns_gomp_parallel_fn)(void (*fn)(void *), void *data, unsigned nthreads, unsigned flags);
+static atomic_uintptr_t gomp_parallel_ptr; /* the runtime's GOMP_parallel, once found */
+static atomic_int gomp_forked;             /* set in a child after fork() */
+int ns_share_openmp = 1;                   /* 0: always our pool */
+
+static void gomp_after_fork(void) { atomic_store(&gomp_forked, 1); }
+static pthread_once_t gomp_once = PTHREAD_ONCE_INIT;
+static void gomp_init(void) { pthread_atfork(NULL, NULL, gomp_after_fork); }
+
+static ns_gomp_parallel_fn ns_gomp_parallel(void) {
+    if (!ns_share_openmp || atomic_load(&gomp_forked)) return NULL;
+    uintptr_t f = atomic_load(&gomp_parallel_ptr);
+    if (f) return (ns_gomp_parallel_fn)f;
+    pthread_once(&gomp_once, gomp_init);
+    void *lib = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD); /* loaded already, or NULL */
+    if (!lib) return NULL;
+    void *sym = dlsym(lib, "GOMP_parallel");
+    /* the handle stays open: the runtime stays loaded as long as torch, which loaded it */
+    if (!sym) return NULL;
+    atomic_store(&gomp_parallel_ptr, (uintptr_t)sym);
+    return (ns_gomp_parallel_fn)sym;
+}
+
+typedef struct {
+    ns_range_fn fn;
+    void *ctx;
+    int64_t n, grain, nchunks;
+    atomic_llong next;
+} ns_omp_job;
+
+/* Every thread of the team claims chunks until none are left; GOMP_parallel
+ * returns once all of them have. */
+static void omp_body(void *p) {
+    ns_omp_job *j = p;
+    for (;;) {
+        int64_t c = atomic_fetch_add(&j->next, 1);
+        if (c >= j->nchunks) return;
+        int64_t b = c * j->grain, e = b + j->grain < j->n ? b + j->grain : j->n;
+        j->fn(j->ctx, b, e);
+    }
+}
+#endif
+
+int ns_openmp_shared(void) {
+#ifdef NS_SHARE_OPENMP
+    return ns_gomp_parallel() != NULL;
+#else
+    return 0;
+#endif
+}
+
 /* Runs fn over [0, n) on up to nthreads threads (the caller included), in
  * chunks whose boundaries are multiples of `align`; one thread when
  * n < min_par.  Falls back to the calling thread alone if helpers cannot be
@@ -172,6 +242,21 @@ void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_
     if (n < min_par) nt = 1;
     if (nt > units) nt = units;
     if (nt > NS_MAX_THREADS) nt = NS_MAX_THREADS;
+#ifdef NS_SHARE_OPENMP
+    ns_gomp_parallel_fn gomp = nt > 1 ? ns_gomp_parallel() : NULL;
+    if (gomp) {
+        ns_omp_job oj;
+        int64_t per = (units + 16 * nt - 1) / (16 * nt);
+        oj.fn = fn;
+        oj.ctx = ctx;
+        oj.n = n;
+        oj.grain = per * align;
+        oj.nchunks = (n + oj.grain - 1) / oj.grain;
+        atomic_init(&oj.next, 0);
+        gomp(omp_body, &oj, (unsigned)nt, 0);
+        return;
+    }
+#endif
 #ifndef NS_NO_PTHREADS
     ns_job *j = nt > 1 ? malloc(sizeof *j) : NULL;
     if (j) {
