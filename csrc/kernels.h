@@ -49,6 +49,8 @@ extern int ns_huge_pages;
 extern int ns_share_openmp;
 /* 1 where a parallel loop would run on that runtime's threads now (sharing on, the runtime loaded). */
 int ns_openmp_shared(void);
+/* Call once before any other function: registers what a fork() must reset (threads.c). */
+void ns_threads_init(void);
 
 /* Size in bytes of one element of a dtype code (0 for an invalid code). */
 size_t ns_dtype_size(int dtype);

@@ -703,6 +703,7 @@ static int huge_pages_from_env(void) {
 }
 
 PyMODINIT_FUNC PyInit__core(void) {
+    ns_threads_init();
     active_isa = ns_best_isa();
     PyObject *m = PyModule_Create(&core_module);
     if (m && (isa_from_env() < 0 || huge_pages_from_env() < 0)) Py_CLEAR(m);

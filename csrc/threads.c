@@ -190,10 +190,10 @@ static pthread_once_t gomp_once = PTHREAD_ONCE_INIT;
 static void gomp_init(void) { pthread_atfork(NULL, NULL, gomp_after_fork); }
 
 static ns_gomp_parallel_fn ns_gomp_parallel(void) {
+    pthread_once(&gomp_once, gomp_init);
     if (!ns_share_openmp || atomic_load(&gomp_forked)) return NULL;
     uintptr_t f = atomic_load(&gomp_parallel_ptr);
     if (f) return (ns_gomp_parallel_fn)f;
-    pthread_once(&gomp_once, gomp_init);
     void *lib = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD); /* loaded already, or NULL */
     if (!lib) return NULL;
     void *sym = dlsym(lib, "GOMP_parallel");
@@ -222,6 +222,12 @@ static void omp_body(void *p) {
     }
 }
 #endif
+
+void ns_threads_init(void) {
+#ifdef NS_SHARE_OPENMP
+    pthread_once(&gomp_once, gomp_init); /* so that a fork from now on is seen, used or not */
+#endif
+}
 
 int ns_openmp_shared(void) {
 #ifdef NS_SHARE_OPENMP

@@ -72,14 +72,21 @@ def run(nthreads):
     _core.dropout(0, x.ctypes.data, y.ctypes.data, x.size, 1, 2, 0, 40000, 1.5, 0, nthreads)
     return y.tobytes()
 
+import torch as _torch_first
+_torch_first.ones(1 << 20).mul_(2)  # torch's OpenMP team exists; the core has run nothing parallel yet
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if _core.thread_pool() == "own" else 3)
+_, status = os.waitpid(pid, 0)
+print("early forked child", os.waitstatus_to_exitcode(status))
+_core.thread_pool(False)  # the core's own helpers
 want = run(1)
-print("before torch", _core.thread_pool())
+print("sharing off", _core.thread_pool())
 before = tasks()
 assert run(2) == want
 print("own helpers started", tasks() - before)
-import torch
-torch.ones(1 << 20).mul_(2)  # torch's OpenMP team exists
-print("after torch", _core.thread_pool())
+_core.thread_pool(True)
+print("sharing on", _core.thread_pool())
 before = tasks()
 assert run(2) == want
 print("threads started on openmp", tasks() - before)
@@ -98,11 +105,19 @@ def test_the_pool_is_openmp_once_torch_has_loaded_it():
     res = subprocess.run([sys.executable, "-c", _CHECK], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     lines = dict(line.rsplit(" ", 1) for line in res.stdout.strip().splitlines())
-    assert lines["before torch"] == "own"
+    assert lines["early forked child"] == "0"  # a fork before any parallel call is seen too
+    assert lines["sharing off"] == "own"
     assert lines["own helpers started"] == "1"  # a helper of the core's own pool
-    assert lines["after torch"] == "openmp"
+    assert lines["sharing on"] == "openmp"
     assert lines["threads started on openmp"] == "0"  # torch's team did the work
     assert lines["forked child"] == "0"  # a forked child keeps to the core's own pool, and works
+
+
+def test_without_torch_the_pool_is_the_cores_own():
+    code = "from noiseshape import _core; import numpy; print(_core.thread_pool())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["own"]  # no OpenMP runtime loaded
 
 
 def test_thread_pool_argument_is_checked():
