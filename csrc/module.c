@@ -167,28 +167,28 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* An optional switch argument (fmt "|O:name"): sets *setting to its truth value where given and
+ * not None. Returns -1 with an exception set. */
+static int read_switch(PyObject *args, const char *fmt, int *setting) {
+    PyObject *flag = Py_None;
+    if (!PyArg_ParseTuple(args, fmt, &flag)) return -1;
+    if (flag == Py_None) return 0;
+    int on = PyObject_IsTrue(flag);
+    if (on < 0) return -1;
+    *setting = on;
+    return 0;
+}
+
 static PyObject *py_madvise_hugepage(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *flag = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:madvise_hugepage", &flag)) return NULL;
     int was = ns_huge_pages;
-    if (flag != Py_None) {
-        int on = PyObject_IsTrue(flag);
-        if (on < 0) return NULL;
-        ns_huge_pages = on;
-    }
+    if (read_switch(args, "|O:madvise_hugepage", &ns_huge_pages)) return NULL;
     return PyBool_FromLong(was);
 }
 
 static PyObject *py_thread_pool(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *share = Py_None;
-    if (!PyArg_ParseTuple(args, "|O:thread_pool", &share)) return NULL;
-    if (share != Py_None) {
-        int on = PyObject_IsTrue(share);
-        if (on < 0) return NULL;
-        ns_share_openmp = on;
-    }
+    if (read_switch(args, "|O:thread_pool", &ns_share_openmp)) return NULL;
     return PyUnicode_FromString(ns_openmp_shared() ? "openmp" : "own");
 }
 

@@ -51,11 +51,38 @@ int ns_default_threads(void) {
  * job lives on the heap and is freed by its last user: helpers are detached and
  * touch the caller's context only while a chunk they claimed is unfinished,
  * which the caller waits for. */
+/* The work of one parallel loop, in chunks that any thread may claim. */
 typedef struct {
     ns_range_fn fn;
     void *ctx;
     int64_t n, grain, nchunks;
     atomic_llong next; /* next chunk to claim */
+} ns_chunks;
+
+/* About 16 chunks per thread (of `units` units of `align` elements) balance late starters without
+ * much overhead. */
+static void chunks_init(ns_chunks *c, ns_range_fn fn, void *ctx, int64_t n, int64_t units, int64_t align,
+                        int64_t nt) {
+    int64_t per = (units + 16 * nt - 1) / (16 * nt);
+    c->fn = fn;
+    c->ctx = ctx;
+    c->n = n;
+    c->grain = per * align;
+    c->nchunks = (n + c->grain - 1) / c->grain;
+    atomic_init(&c->next, 0);
+}
+
+/* Claims the next chunk and runs it; 0 when none is left. */
+static int chunk_run_next(ns_chunks *c) {
+    int64_t k = atomic_fetch_add(&c->next, 1);
+    if (k >= c->nchunks) return 0;
+    int64_t b = k * c->grain, e = b + c->grain < c->n ? b + c->grain : c->n;
+    c->fn(c->ctx, b, e);
+    return 1;
+}
+
+typedef struct {
+    ns_chunks ch;
     atomic_llong done; /* chunks finished */
     atomic_int refs;   /* the caller plus every started helper */
     pthread_mutex_t mu;
@@ -63,12 +90,8 @@ typedef struct {
 } ns_job;
 
 static void job_work(ns_job *j) {
-    for (;;) {
-        int64_t c = atomic_fetch_add(&j->next, 1);
-        if (c >= j->nchunks) return;
-        int64_t b = c * j->grain, e = b + j->grain < j->n ? b + j->grain : j->n;
-        j->fn(j->ctx, b, e);
-        if (atomic_fetch_add(&j->done, 1) + 1 == j->nchunks) {
+    while (chunk_run_next(&j->ch)) {
+        if (atomic_fetch_add(&j->done, 1) + 1 == j->ch.nchunks) {
             pthread_mutex_lock(&j->mu);
             pthread_cond_signal(&j->cv);
             pthread_mutex_unlock(&j->mu);
@@ -203,22 +226,10 @@ static ns_gomp_parallel_fn ns_gomp_parallel(void) {
     return (ns_gomp_parallel_fn)sym;
 }
 
-typedef struct {
-    ns_range_fn fn;
-    void *ctx;
-    int64_t n, grain, nchunks;
-    atomic_llong next;
-} ns_omp_job;
-
 /* Every thread of the team claims chunks until none are left; GOMP_parallel
  * returns once all of them have. */
 static void omp_body(void *p) {
-    ns_omp_job *j = p;
-    for (;;) {
-        int64_t c = atomic_fetch_add(&j->next, 1);
-        if (c >= j->nchunks) return;
-        int64_t b = c * j->grain, e = b + j->grain < j->n ? b + j->grain : j->n;
-        j->fn(j->ctx, b, e);
+    while (chunk_run_next(p)) {
     }
 }
 #endif
@@ -251,29 +262,16 @@ void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_
 #ifdef NS_SHARE_OPENMP
     ns_gomp_parallel_fn gomp = nt > 1 ? ns_gomp_parallel() : NULL;
     if (gomp) {
-        ns_omp_job oj;
-        int64_t per = (units + 16 * nt - 1) / (16 * nt);
-        oj.fn = fn;
-        oj.ctx = ctx;
-        oj.n = n;
-        oj.grain = per * align;
-        oj.nchunks = (n + oj.grain - 1) / oj.grain;
-        atomic_init(&oj.next, 0);
-        gomp(omp_body, &oj, (unsigned)nt, 0);
+        ns_chunks ch;
+        chunks_init(&ch, fn, ctx, n, units, align, nt);
+        gomp(omp_body, &ch, (unsigned)nt, 0);
         return;
     }
 #endif
 #ifndef NS_NO_PTHREADS
     ns_job *j = nt > 1 ? malloc(sizeof *j) : NULL;
     if (j) {
-        /* about 16 chunks per thread balance late starters without much overhead */
-        int64_t per = (units + 16 * nt - 1) / (16 * nt);
-        j->fn = fn;
-        j->ctx = ctx;
-        j->n = n;
-        j->grain = per * align;
-        j->nchunks = (n + j->grain - 1) / j->grain;
-        atomic_init(&j->next, 0);
+        chunks_init(&j->ch, fn, ctx, n, units, align, nt);
         atomic_init(&j->done, 0);
         atomic_init(&j->refs, 1);
         pthread_mutex_init(&j->mu, NULL);
@@ -298,7 +296,7 @@ void ns_parallel_for(ns_range_fn fn, void *ctx, int64_t n, int64_t align, int64_
         }
         job_work(j);
         pthread_mutex_lock(&j->mu);
-        while (atomic_load(&j->done) < j->nchunks) pthread_cond_wait(&j->cv, &j->mu);
+        while (atomic_load(&j->done) < j->ch.nchunks) pthread_cond_wait(&j->cv, &j->mu);
         pthread_mutex_unlock(&j->mu);
         if (pooled) pool_withdraw();
         job_release(j);

@@ -93,14 +93,15 @@ def _one_pass(core, x: Tensor, seed: int, stream: int, j0: int, stddev: float) -
     """
     n = x.numel()
     src = x
-    if _forward_ad._current_level >= 0 or (x.requires_grad and _grad_enabled() and n < ONE_PASS_GRAD_MIN):
+    grad = x.requires_grad and _grad_enabled()
+    if _forward_ad._current_level >= 0 or (grad and n < ONE_PASS_GRAD_MIN):
         y = src = x.clone()
     else:
         y = torch.empty_like(x)  # contiguous, like x: the noise is added in the same pass
     if n:
         code = _ops.DTYPE_CODES[x.dtype]
         core.gaussian_add(code, src.data_ptr(), y.data_ptr(), n, seed, stream, j0, stddev, _ops._threads(n))
-    if src is x and x.requires_grad and _grad_enabled():
+    if grad and src is x:
         return _passed_through(x, y)
     return y
 
